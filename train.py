@@ -1,0 +1,31 @@
+"""Train a tumour classifier: ``python train.py model=effnet_b0`` (Hydra; ``-m`` for sweeps)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from tumorcls.errors import TumorclsError
+from tumorcls.training import run
+
+log = logging.getLogger("tumorcls")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Returns the optimised metric, so Hydra sweepers (Optuna) can minimise/maximise it."""
+    try:
+        results = run(cfg, HydraConfig.get().runtime.output_dir)
+    except TumorclsError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    metric = cfg.get("optimized_metric")
+    return results.get(metric) if metric else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""Exceptions whose message is meant to be shown to the user as one line."""
+
+
+class TumorclsError(Exception):
+    """Base class: a user-facing problem (bad path, bad data, bad file), not a bug."""
+
+
+class DatasetError(TumorclsError):
+    """The dataset folder is missing, malformed or empty."""
+
+
+class WeightsError(TumorclsError):
+    """Pretrained weights could not be obtained or do not fit the model."""
+
+
+class CheckpointError(TumorclsError):
+    """A checkpoint is missing, unreadable or not one of ours."""

@@ -1,0 +1,108 @@
+"""Train/val/test split protocols, deterministic for a seed, and the CSV manifest that records them.
+
+- ``seed``: the tutorial's protocol. Pool Training+Testing, shuffle, hold out a random 10% as test, then
+  10% of the rest as validation. This dataset has duplicates across folders, so this split leaks.
+- ``official``: Training -> stratified train/val, Testing -> test.
+- ``grouped``: pool, link exact duplicates and near duplicates into groups, and keep each group on one
+  side, stratifying groups by their majority label.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tumorcls.atomic_io import atomic_write_text
+
+PROTOCOLS = ("seed", "official", "grouped")
+SPLITS = ("train", "val", "test")
+
+
+def _stratified_pick(labels: np.ndarray, idx: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Pick round(fraction * n_c) of ``idx`` for each class c; returns a boolean mask over ``idx``."""
+    picked = np.zeros(len(idx), dtype=bool)
+    for c in np.unique(labels[idx]):
+        members = np.flatnonzero(labels[idx] == c)
+        rng.shuffle(members)
+        picked[members[: int(round(fraction * len(members)))]] = True
+    return picked
+
+
+def _grouped_assign(
+    labels: np.ndarray, groups: np.ndarray, test_fraction: float, val_fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    split = np.empty(len(labels), dtype=object)
+    group_ids = np.unique(groups)
+    members = {g: np.flatnonzero(groups == g) for g in group_ids}
+    majority = {g: int(np.bincount(labels[m]).argmax()) for g, m in members.items()}
+    for c in np.unique(labels):
+        class_groups = [g for g in group_ids if majority[g] == c]
+        rng.shuffle(class_groups)
+        total = sum(len(members[g]) for g in class_groups)
+        test_target = test_fraction * total
+        val_target = val_fraction * (total - test_target)
+        n_test = n_val = 0
+        for g in class_groups:
+            size = len(members[g])
+            if n_test + size / 2 <= test_target:
+                split[members[g]], n_test = "test", n_test + size
+            elif n_val + size / 2 <= val_target:
+                split[members[g]], n_val = "val", n_val + size
+            else:
+                split[members[g]] = "train"
+    return split
+
+
+def make_splits(
+    protocol: str,
+    labels: Sequence[int],
+    sources: Sequence[str],
+    seed: int = 101,
+    test_fraction: float = 0.1,
+    val_fraction: float = 0.1,
+    groups: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Split name ("train"/"val"/"test") per item."""
+    labels = np.asarray(labels)
+    sources = np.asarray(sources)
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    split = np.full(n, "train", dtype=object)
+    if protocol == "seed":
+        order = rng.permutation(n)
+        n_test = int(round(test_fraction * n))
+        n_val = int(round(val_fraction * (n - n_test)))
+        split[order[:n_test]] = "test"
+        split[order[n_test : n_test + n_val]] = "val"
+    elif protocol == "official":
+        train_idx = np.flatnonzero(sources == "Training")
+        split[sources == "Testing"] = "test"
+        split[train_idx[_stratified_pick(labels, train_idx, val_fraction, rng)]] = "val"
+    elif protocol == "grouped":
+        if groups is None:
+            raise ValueError("the grouped protocol needs duplicate groups")
+        split = _grouped_assign(labels, np.asarray(groups), test_fraction, val_fraction, rng)
+    else:
+        raise ValueError(f"unknown split protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
+    return split
+
+
+def write_manifest(
+    path: str | Path,
+    rel_paths: Sequence[str],
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    split: Sequence[str],
+    groups: Sequence[int] | None = None,
+) -> Path:
+    """Write ``path,label,class_name,split[,group]`` rows atomically."""
+    rows = [["path", "label", "class_name", "split"] + (["group"] if groups is not None else [])]
+    for i, (p, y, s) in enumerate(zip(rel_paths, labels, split)):
+        rows.append([p, int(y), class_names[int(y)], s] + ([int(groups[i])] if groups is not None else []))
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
