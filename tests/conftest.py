@@ -1,23 +1,22 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
+# Tests never reach a model hub: a hub lookup must fail at once instead of retrying. huggingface_hub
+# reads this when first imported, so it is set before anything imports it.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
-from tests.synthetic import make_dataset
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.synthetic import make_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("TUMORCLS_DATA", REPO.parent / "shared/data/brain-tumor-classification-mri"))
 REAL_WEIGHTS = Path(
     os.environ.get("TUMORCLS_WEIGHTS", REPO.parent / "shared/weights/tf_efficientnet_b0.effnetonc_partial.safetensors")
 )
-
-
-@pytest.fixture(autouse=True)
-def _offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never reach a model hub; a hub lookup fails at once instead of retrying."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

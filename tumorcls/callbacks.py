@@ -92,4 +92,3 @@ class AugmentedSampleGrid(L.Callback):
             grid = make_grid(torch.stack(rows), nrow=self.per_class, padding=2)
             writer.add_image("train/augmented_samples", grid, global_step=0)
             writer.add_text("train/augmented_samples_rows", " | ".join(datamodule.class_names), global_step=0)
-

@@ -131,7 +131,9 @@ class TumorDataModule(L.LightningDataModule):
             transform = self.train_transform if name == "train" else self.eval_transform
             self.datasets[name] = ArrayDataset(decoded.images[idx], decoded.labels[idx], transform)
         counts = {name: np.bincount(self.datasets[name].labels, minlength=len(CLASS_NAMES)).tolist() for name in SPLITS}
-        log.info("protocol=%s split sizes %s per class %s", self.protocol, {k: sum(v) for k, v in counts.items()}, counts)
+        log.info(
+            "protocol=%s split sizes %s per class %s", self.protocol, {k: sum(v) for k, v in counts.items()}, counts
+        )
         if self.manifest_path is not None:
             self.write_manifest(self.manifest_path)
 

@@ -76,7 +76,10 @@ def scan_dataset(root: str | Path, sources: tuple[str, ...] = SOURCE_SPLITS) -> 
                     skipped.append(path)
     if skipped:
         log.warning(
-            "skipped %d non-image file(s) under %s (e.g. %s)", len(skipped), root, ", ".join(p.name for p in skipped[:3])
+            "skipped %d non-image file(s) under %s (e.g. %s)",
+            len(skipped),
+            root,
+            ", ".join(p.name for p in skipped[:3]),
         )
     if not records:
         raise DatasetError(f"no image files found under '{root}' in {list(sources)}")

@@ -65,16 +65,16 @@ def open_image(data: bytes, options: DecodeOptions = DecodeOptions()) -> Image.I
             img = Image.open(io.BytesIO(data))
             width, height = img.size
             if width * height > options.max_pixels:
-                raise ImageDecodeError(
-                    f"image too large ({width}x{height} > {options.max_pixels} pixels); refused"
-                )
+                raise ImageDecodeError(f"image too large ({width}x{height} > {options.max_pixels} pixels); refused")
             img.load()
     except ImageDecodeError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"not a readable image ({type(exc).__name__})") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"corrupt image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise ImageDecodeError(
+            f"corrupt image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
     if min(img.size) < options.min_side:
         raise ImageDecodeError(f"image too small ({img.size[0]}x{img.size[1]} < {options.min_side} px)")
     return img

@@ -29,8 +29,14 @@ def confusion_matrix_figure(confmat: np.ndarray, class_names: Sequence[str], tit
     threshold = confmat.max() / 2 if confmat.size else 0
     for i in range(confmat.shape[0]):
         for j in range(confmat.shape[1]):
-            ax.text(j, i, str(int(confmat[i, j])), ha="center", va="center",
-                    color="white" if confmat[i, j] > threshold else "black")
+            ax.text(
+                j,
+                i,
+                str(int(confmat[i, j])),
+                ha="center",
+                va="center",
+                color="white" if confmat[i, j] > threshold else "black",
+            )
     fig.tight_layout()
     return fig
 

@@ -58,7 +58,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, li
     if missing:
         log.warning("weights file lacks %d backbone tensor(s), left freshly initialised: %s", len(missing), missing)
     if unexpected:
-        log.warning("ignored %d tensor(s) of the weights file unknown to the backbone: %s", len(unexpected), unexpected[:10])
+        log.warning(
+            "ignored %d tensor(s) of the weights file unknown to the backbone: %s", len(unexpected), unexpected[:10]
+        )
     return {"missing": missing, "unexpected": unexpected, "loaded": matched}
 
 

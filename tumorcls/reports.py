@@ -19,7 +19,12 @@ def per_class_metrics(confmat: np.ndarray, class_names: Sequence[str]) -> dict[s
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
     return {
-        name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
         for i, name in enumerate(class_names)
     }
 
@@ -37,6 +42,10 @@ def summary_metrics(confmat: np.ndarray, class_names: Sequence[str]) -> dict[str
     }
 
 
+def _row(name: str, width: int, precision: float, recall: float, f1: float, support: int, digits: int) -> str:
+    return f"{name:>{width}}  {precision:>9.{digits}f}  {recall:>9.{digits}f}  {f1:>9.{digits}f}  {support:>9d}"
+
+
 def classification_report(confmat: np.ndarray, class_names: Sequence[str], digits: int = 4) -> str:
     """A plain-text table in the familiar scikit-learn layout."""
     cm = np.asarray(confmat)
@@ -45,17 +54,15 @@ def classification_report(confmat: np.ndarray, class_names: Sequence[str], digit
     head = f"{'':>{width}}  {'precision':>9}  {'recall':>9}  {'f1-score':>9}  {'support':>9}"
     lines = [head, ""]
     for name, m in per_class.items():
-        lines.append(
-            f"{name:>{width}}  {m['precision']:>9.{digits}f}  {m['recall']:>9.{digits}f}  {m['f1']:>9.{digits}f}  {m['support']:>9d}"
-        )
+        lines.append(_row(name, width, m["precision"], m["recall"], m["f1"], m["support"], digits))
     total = int(cm.sum())
     support = np.array([m["support"] for m in per_class.values()], dtype=float)
     acc = np.trace(cm) / total if total else 0.0
     lines += ["", f"{'accuracy':>{width}}  {'':>9}  {'':>9}  {acc:>9.{digits}f}  {total:>9d}"]
     for label, weights in (("macro avg", np.ones_like(support)), ("weighted avg", support)):
         w = weights / weights.sum() if weights.sum() else weights
-        avg = {k: float(sum(w[i] * m[k] for i, m in enumerate(per_class.values()))) for k in ("precision", "recall", "f1")}
-        lines.append(
-            f"{label:>{width}}  {avg['precision']:>9.{digits}f}  {avg['recall']:>9.{digits}f}  {avg['f1']:>9.{digits}f}  {total:>9d}"
-        )
+        avg = {
+            k: float(sum(w[i] * m[k] for i, m in enumerate(per_class.values()))) for k in ("precision", "recall", "f1")
+        }
+        lines.append(_row(label, width, avg["precision"], avg["recall"], avg["f1"], total, digits))
     return "\n".join(lines) + "\n"

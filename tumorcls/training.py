@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from tumorcls.atomic_io import atomic_write_json, atomic_write_text
@@ -34,7 +35,11 @@ def uses_cuda(trainer_cfg: DictConfig) -> bool:
 def git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
         )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -96,7 +101,10 @@ def write_artifacts(
     metrics = {**summary_metrics(cm, class_names), **extra}
     atomic_write_json(output_dir / "metrics.json", metrics)
     atomic_write_text(output_dir / "classification_report.txt", classification_report(cm, class_names))
-    save_figure(confusion_matrix_figure(cm, class_names, f"test ({extra.get('protocol', '')})"), output_dir / "confusion_matrix.png")
+    save_figure(
+        confusion_matrix_figure(cm, class_names, f"test ({extra.get('protocol', '')})"),
+        output_dir / "confusion_matrix.png",
+    )
     if history:
         save_figure(curves_figure(history), output_dir / "curves.png")
     return metrics
@@ -115,7 +123,10 @@ def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float])
         "label_smoothing": cfg.model.get("label_smoothing"),
     }
     for logger in trainer.loggers:
-        logger.log_hyperparams(flat, metrics) if hasattr(logger, "log_hyperparams") else None
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(flat, metrics)  # the HPARAMS tab: each run with its final metrics
+        else:
+            logger.log_hyperparams({**flat, **metrics})
 
 
 def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
@@ -153,15 +164,25 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "split_sizes": datamodule.split_sizes(),
         "skipped_files": datamodule.skipped_files,
         "fit_seconds": round(fit_seconds, 1),
-        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        },
         "torch": torch.__version__,
         "git_commit": git_commit(),
         "config": OmegaConf.to_container(cfg, resolve=False),
     }
     metrics = write_artifacts(output_dir, model.last_confmat["test"], model.class_names, history, extra)
-    _log_hparams(trainer, cfg, {"hparams/test_acc": metrics["acc"], "hparams/test_macro_f1": metrics["macro_f1"],
-                                "hparams/best_val_acc": extra["best_val_acc"] or 0.0})
+    _log_hparams(
+        trainer,
+        cfg,
+        {
+            "hparams/test_acc": metrics["acc"],
+            "hparams/test_macro_f1": metrics["macro_f1"],
+            "hparams/best_val_acc": extra["best_val_acc"] or 0.0,
+        },
+    )
     results.update({"test/acc": metrics["acc"], "test/macro_f1": metrics["macro_f1"]})
     log.info("test acc %.4f macro-F1 %.4f; artifacts in %s", metrics["acc"], metrics["macro_f1"], output_dir)
     return results

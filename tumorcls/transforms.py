@@ -41,7 +41,9 @@ def build_transforms(
     return A.Compose(steps)
 
 
-def denormalize(x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+def denormalize(
+    x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
     """Normalised (N)CHW tensor back to [0, 1] for display."""
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
