@@ -25,16 +25,24 @@ def _quadrant_label(img: torch.Tensor) -> int:
     gray = denormalize(img).mean(0)
     side = gray.shape[-1]
     half = side // 2
+    q = half // 2
     means = {
-        label: gray[int(r * side) - half // 2 : int(r * side) + half // 2, int(c * side) - half // 2 : int(c * side) + half // 2].mean()
+        label: gray[int(r * side) - q : int(r * side) + q, int(c * side) - q : int(c * side) + q].mean()
         for label, (r, c) in MARK_CENTRES.items()
     }
     return int(max(means, key=means.get))
 
 
 def test_batches_have_the_configured_shape_dtype_and_labels(synthetic_root: Path, tmp_path: Path) -> None:
-    dm = TumorDataModule(synthetic_root, protocol="official", size=48, batch_size=8, num_workers=0,
-                         train_augmentations=AUG, manifest_path=tmp_path / "splits.csv")
+    dm = TumorDataModule(
+        synthetic_root,
+        protocol="official",
+        size=48,
+        batch_size=8,
+        num_workers=0,
+        train_augmentations=AUG,
+        manifest_path=tmp_path / "splits.csv",
+    )
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (8, 3, 48, 48) and x.dtype == torch.float32 and y.dtype == torch.int64
@@ -42,15 +50,21 @@ def test_batches_have_the_configured_shape_dtype_and_labels(synthetic_root: Path
     xt, yt = next(iter(dm.test_dataloader()))
     assert [_quadrant_label(img) for img in xt] == yt.tolist()  # label ids follow the folder names
     assert dm.split_sizes() == {"train": 44, "val": 4, "test": 16}
-    rows = list(csv.DictReader(open(tmp_path / "splits.csv")))
+    with open(tmp_path / "splits.csv") as fh:
+        rows = list(csv.DictReader(fh))
     assert len(rows) == 64 and set(rows[0]) >= {"path", "label", "class_name", "split"}
     assert all(r["split"] == "test" for r in rows if r["path"].startswith("Testing/"))
-    assert all(int(r["label"]) == ["glioma_tumor", "no_tumor", "meningioma_tumor", "pituitary_tumor"].index(r["class_name"]) for r in rows)
+    order = ["glioma_tumor", "no_tumor", "meningioma_tumor", "pituitary_tumor"]
+    assert all(int(r["label"]) == order.index(r["class_name"]) for r in rows)
 
 
 def test_training_images_are_augmented_but_eval_images_are_not(synthetic_root: Path) -> None:
-    dm = TumorDataModule(synthetic_root, size=48, num_workers=0,
-                         train_augmentations=[{"_target_": "albumentations.HorizontalFlip", "p": 1.0}])
+    dm = TumorDataModule(
+        synthetic_root,
+        size=48,
+        num_workers=0,
+        train_augmentations=[{"_target_": "albumentations.HorizontalFlip", "p": 1.0}],
+    )
     dm.setup()
     raw = dm.datasets["train"].images[0]
     flipped = dm.datasets["train"][0][0]
@@ -62,7 +76,8 @@ def test_training_images_are_augmented_but_eval_images_are_not(synthetic_root: P
 def test_manifest_is_identical_for_the_same_seed(synthetic_root: Path, tmp_path: Path) -> None:
     texts = []
     for i, seed in enumerate((5, 5, 6)):
-        dm = TumorDataModule(synthetic_root, protocol="seed", size=32, split_seed=seed, manifest_path=tmp_path / f"{i}.csv")
+        manifest = tmp_path / f"{i}.csv"
+        dm = TumorDataModule(synthetic_root, protocol="seed", size=32, split_seed=seed, manifest_path=manifest)
         dm.setup()
         texts.append((tmp_path / f"{i}.csv").read_text())
     assert texts[0] == texts[1] and texts[0] != texts[2]

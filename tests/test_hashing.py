@@ -27,9 +27,8 @@ def test_hamming_pairs_match_brute_force() -> None:
     near = base[:10] ^ (np.uint64(1) << rng.integers(0, 64, size=10).astype(np.uint64))
     hashes = np.concatenate([base, near])
     for d in (0, 1, 3, 12):
-        expected = {
-            (i, j) for i, j in itertools.combinations(range(len(hashes)), 2) if bin(int(hashes[i] ^ hashes[j])).count("1") <= d
-        }
+        pairs = itertools.combinations(range(len(hashes)), 2)
+        expected = {(i, j) for i, j in pairs if bin(int(hashes[i] ^ hashes[j])).count("1") <= d}
         got = {tuple(p) for p in hamming_pairs(hashes, d, block=7).tolist()}
         assert got == expected
 

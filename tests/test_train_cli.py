@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -29,9 +30,7 @@ def small_run_args(root: Path) -> list[str]:
 
 
 def train(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -44,10 +43,8 @@ def _events(run_dir: Path) -> dict[str, set[str]]:
         acc.Reload()
         tags["scalars"] |= set(acc.Tags()["scalars"])
         tags["images"] |= set(acc.Tags()["images"])
-        try:
+        with contextlib.suppress(KeyError):  # an event file without an hparams summary
             tags["hparams"] |= set(acc.PluginTagToContent("hparams").values())
-        except KeyError:  # this event file holds no hparams summary
-            pass
     return tags
 
 
@@ -55,8 +52,15 @@ def _events(run_dir: Path) -> dict[str, set[str]]:
 def test_train_writes_every_artifact_and_tensorboard_tags(synthetic_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     train([*small_run_args(synthetic_root), "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"])
-    for name in ("metrics.json", "classification_report.txt", "confusion_matrix.png", "curves.png", "splits.csv",
-                 "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
+    for name in (
+        "metrics.json",
+        "classification_report.txt",
+        "confusion_matrix.png",
+        "curves.png",
+        "splits.csv",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+    ):
         assert (run_dir / name).is_file(), name
     for png in ("confusion_matrix.png", "curves.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -80,8 +84,16 @@ def test_train_writes_every_artifact_and_tensorboard_tags(synthetic_root: Path, 
 @pytest.mark.slow
 def test_two_job_multirun(synthetic_root: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    train(["-m", *small_run_args(synthetic_root), "trainer.max_epochs=1", "model.lr=1e-3,3e-4",
-           f"hydra.sweep.dir={sweep}", "logger=csv"])
+    train(
+        [
+            "-m",
+            *small_run_args(synthetic_root),
+            "trainer.max_epochs=1",
+            "model.lr=1e-3,3e-4",
+            f"hydra.sweep.dir={sweep}",
+            "logger=csv",
+        ]
+    )
     lrs = []
     for job in ("0", "1"):
         metrics = json.loads((sweep / job / "metrics.json").read_text())
@@ -137,7 +149,8 @@ def test_experiment_tutorial_uses_the_pooled_seed_split_without_augmentation() -
 @pytest.mark.parametrize("choice", ["effnet_b0", "effnet_b0_timm"])
 def test_model_configs_select_keras_or_timm_effnet(choice: str) -> None:
     cfg = _compose([f"model={choice}"])
-    assert cfg.model.backbone == {"effnet_b0": "tf_efficientnet_b0.aa_in1k", "effnet_b0_timm": "efficientnet_b0"}[choice]
+    expected = {"effnet_b0": "tf_efficientnet_b0.aa_in1k", "effnet_b0_timm": "efficientnet_b0"}[choice]
+    assert cfg.model.backbone == expected
 
 
 @pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp"])
