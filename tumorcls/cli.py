@@ -10,7 +10,9 @@ import sys
 from tumorcls.errors import TumorclsError
 
 # subcommand -> module exposing ``add_arguments(parser)`` and ``run(args) -> int`` and a docstring
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "audit": "tumorcls.audit",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,14 @@ def resolve_num_workers(num_workers: int | str) -> int:
     return min(8, max(1, (os.cpu_count() or 2) - 1))
 
 
+def _seed_worker_transform(worker_id: int) -> None:
+    """Give each DataLoader worker its own augmentation stream, derived from the torch seed: albumentations'
+    Compose keeps a private RNG that global seeding does not reach."""
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        info.dataset.transform.set_random_seed(info.seed % 2**32)
+
+
 class ArrayDataset(Dataset):
     """Items of an in-memory uint8 image array, transformed on access."""
 
@@ -153,6 +161,8 @@ class TumorDataModule(L.LightningDataModule):
         if not self.datasets:
             self.setup()
         pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
+        if self.num_workers == 0:  # augmentations in this process: seed them from torch's (seeded) RNG
+            self.datasets[name].transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ())))
         return DataLoader(
             self.datasets[name],
             batch_size=self.batch_size if name == "train" else self.eval_batch_size,
@@ -160,6 +170,7 @@ class TumorDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=pin,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=_seed_worker_transform if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:

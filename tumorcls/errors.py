@@ -15,3 +15,11 @@ class WeightsError(TumorclsError):
 
 class CheckpointError(TumorclsError):
     """A checkpoint is missing, unreadable or not one of ours."""
+
+
+class TrainingDivergedError(TumorclsError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class ExportError(TumorclsError):
+    """An export could not be written or does not reproduce the PyTorch model."""

@@ -2,7 +2,8 @@
 
 pHash follows the usual recipe: greyscale, 32x32 Lanczos resize, 2-D DCT-II, keep the 8x8 lowest
 frequencies, threshold at their median. Near-duplicate search compares packed 64-bit hashes with a
-vectorised popcount in row blocks, so it needs no Python loop over pairs.
+vectorised popcount in row blocks, so it needs no Python loop over pairs; for many hashes and a small
+distance, multi-index hashing (pigeonhole on d+1 bit chunks) only verifies pairs that share a chunk.
 """
 
 from __future__ import annotations
@@ -54,6 +55,74 @@ def hamming_pairs(hashes: np.ndarray, max_distance: int, block: int = 1024) -> n
     return np.concatenate(found) if found else np.empty((0, 2), dtype=np.int64)
 
 
+# near_pairs uses multi-index hashing from this many hashes on, up to this distance (see `tumorcls audit --benchmark`)
+MULTI_INDEX_MIN_HASHES = 4096
+MULTI_INDEX_MAX_DISTANCE = 10
+
+
+def _chunk_widths(n_chunks: int) -> list[int]:
+    """Split 64 bits into ``n_chunks`` contiguous chunks whose widths differ by at most one."""
+    return [64 // n_chunks + (1 if i < 64 % n_chunks else 0) for i in range(n_chunks)]
+
+
+def _bucket_candidates(keys: np.ndarray, max_candidates: int) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """Yield batches of index pairs (i, j) with equal keys, every such pair once, about
+    ``max_candidates`` at a time."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    n = len(keys)
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    ends = np.r_[starts[1:], n]
+    later = np.repeat(ends, ends - starts) - np.arange(n) - 1  # same-key positions after each position
+    positions = np.flatnonzero(later)
+    counts = later[positions]
+    cumulative = np.cumsum(counts)
+    a = 0
+    while a < len(positions):
+        before = cumulative[a] - counts[a]
+        b = max(a + 1, int(np.searchsorted(cumulative, before + max_candidates, side="right")))
+        pos, cnt = positions[a:b], counts[a:b]
+        first = np.repeat(pos, cnt)
+        step = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + 1
+        yield order[first], order[first + step]
+        a = b
+
+
+def multi_index_pairs(hashes: np.ndarray, max_distance: int, max_candidates: int = 1 << 22) -> np.ndarray:
+    """Same result as :func:`hamming_pairs`, by multi-index hashing: two hashes within ``max_distance``
+    bits agree exactly on at least one of ``max_distance + 1`` disjoint chunks (pigeonhole), so only
+    pairs sharing a chunk value are verified, with a vectorised popcount. A pair is kept in the first
+    chunk it agrees on, so none is reported twice."""
+    hashes = np.ascontiguousarray(hashes, dtype=np.uint64)
+    n = len(hashes)
+    if n < 2 or max_distance >= 63:
+        return hamming_pairs(hashes, max_distance)
+    codes: list[np.ndarray] = []
+    chunks: list[tuple[np.uint64, np.uint64]] = []  # (shift, mask) of the chunks done so far
+    offset = 0
+    for width in _chunk_widths(max_distance + 1):
+        shift, mask = np.uint64(offset), np.uint64((1 << width) - 1)
+        offset += width
+        for i, j in _bucket_candidates((hashes >> shift) & mask, max_candidates):
+            diff = hashes[i] ^ hashes[j]
+            keep = np.bitwise_count(diff) <= max_distance
+            for earlier_shift, earlier_mask in chunks:
+                keep &= ((diff >> earlier_shift) & earlier_mask) != 0
+            lo, hi = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
+            codes.append(lo.astype(np.int64) * n + hi)
+        chunks.append((shift, mask))
+    ordered = np.sort(np.concatenate(codes)) if codes else np.empty(0, dtype=np.int64)
+    return np.stack([ordered // n, ordered % n], axis=1)
+
+
+def near_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
+    """Pairs (i < j, sorted) within ``max_distance`` bits, by whichever search is faster for the size."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    if len(hashes) >= MULTI_INDEX_MIN_HASHES and max_distance <= MULTI_INDEX_MAX_DISTANCE:
+        return multi_index_pairs(hashes, max_distance)
+    return hamming_pairs(hashes, max_distance)
+
+
 class _UnionFind:
     def __init__(self, n: int) -> None:
         self.parent = np.arange(n)
@@ -94,5 +163,5 @@ def duplicate_groups(sha256: list[str], phashes: np.ndarray, max_distance: int |
         else:
             first_seen[digest] = i
     if max_distance is not None and n:
-        pairs.extend(map(tuple, hamming_pairs(np.asarray(phashes, dtype=np.uint64), max_distance)))
+        pairs.extend(map(tuple, near_pairs(np.asarray(phashes, dtype=np.uint64), max_distance)))
     return connected_groups(n, pairs)

@@ -20,6 +20,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from tumorcls.errors import TrainingDivergedError
 from tumorcls.labels import CLASS_NAMES
 from tumorcls.network import create_network
 
@@ -104,7 +105,7 @@ class TumorClassifier(L.LightningModule):
         logits = self(x)
         loss = self._loss(logits, y)
         if not torch.isfinite(loss):
-            raise FloatingPointError(
+            raise TrainingDivergedError(
                 f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, global step "
                 f"{self.global_step}; lower model.lr or check the data. The last good checkpoint is kept."
             )

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tumorcls.atomic_io import atomic_write_json, atomic_write_text
 from tumorcls.callbacks import EpochHistory
+from tumorcls.checkpoint_io import AtomicCheckpointIO
 from tumorcls.datamodule import TumorDataModule
 from tumorcls.errors import CheckpointError
 from tumorcls.lit_module import TumorClassifier
@@ -86,7 +87,13 @@ def build(cfg: DictConfig, output_dir: Path) -> tuple[TumorDataModule, TumorClas
     precision = cfg.trainer.get("precision", "auto")
     if precision in (None, "auto"):
         precision = "bf16-mixed" if cuda else "32-true"
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        precision=precision,
+        plugins=[AtomicCheckpointIO()],
+    )
     return datamodule, model, trainer
 
 
