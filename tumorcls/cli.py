@@ -12,6 +12,9 @@ from tumorcls.errors import TumorclsError
 # subcommand -> module exposing ``add_arguments(parser)`` and ``run(args) -> int`` and a docstring
 SUBCOMMANDS: dict[str, str] = {
     "audit": "tumorcls.audit",
+    "aggregate": "tumorcls.aggregate",
+    "predict": "tumorcls.predict",
+    "evaluate": "tumorcls.evaluate",
 }
 
 

@@ -78,6 +78,8 @@ class TumorDataModule(L.LightningDataModule):
         test_fraction: float = 0.1,
         val_fraction: float = 0.1,
         near_dup_distance: int | None = 4,
+        num_folds: int | None = None,
+        fold: int = 0,
         train_augmentations: Sequence[Any] = (),
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
@@ -100,6 +102,11 @@ class TumorDataModule(L.LightningDataModule):
         self.test_fraction = test_fraction
         self.val_fraction = val_fraction
         self.near_dup_distance = near_dup_distance
+        if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
+            raise DatasetError(f"data.fold={fold} of data.num_folds={num_folds}: need num_folds >= 2, 0 <= fold < it")
+        if num_folds is not None and protocol != "grouped":
+            raise DatasetError("k-fold cross-validation (data.num_folds) needs data.protocol=grouped")
+        self.num_folds, self.fold = num_folds, fold
         self.mean, self.std = tuple(mean), tuple(std)
         self.decode_options = DecodeOptions(size, interpolation, min_image_side, max_pixels)
         self.manifest_path = Path(manifest_path) if manifest_path else None
@@ -129,6 +136,8 @@ class TumorDataModule(L.LightningDataModule):
             test_fraction=self.test_fraction,
             val_fraction=self.val_fraction,
             groups=groups,
+            num_folds=self.num_folds,
+            fold=self.fold,
         )
         for name in SPLITS:
             if not np.any(split == name):

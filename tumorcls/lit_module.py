@@ -60,6 +60,9 @@ class TumorClassifier(L.LightningModule):
         min_lr: float = 1e-6,
         warmup_epochs: int = 0,
         label_smoothing: float = 0.0,
+        backbone_lr_mult: float = 1.0,
+        freeze_backbone_epochs: int = 0,
+        tta: bool = False,
         channels_last: bool = False,
         input_size: int = 150,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
@@ -70,6 +73,8 @@ class TumorClassifier(L.LightningModule):
             raise ValueError(f"unknown model.scheduler {scheduler!r}; choose one of {list(SCHEDULERS)}")
         if optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"unknown model.optimizer {optimizer!r}; choose adam, adamw or sgd")
+        if not 0.0 <= backbone_lr_mult <= 1.0:
+            raise ValueError(f"model.backbone_lr_mult must be in [0, 1], got {backbone_lr_mult}")
         if len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.save_hyperparameters(logger=False)
@@ -97,6 +102,21 @@ class TumorClassifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for validation/test; with ``tta`` the mean of the image's and its mirror image's logits."""
+        logits = self(x)
+        if self.hparams.tta:
+            logits = (logits + self(torch.flip(x, dims=[3]))) / 2
+        return logits
+
+    def on_train_epoch_start(self) -> None:
+        """A short frozen-backbone warm-up: only the new head learns for ``freeze_backbone_epochs`` epochs
+        (BatchNorm statistics stay frozen too), so its random start does not disturb the pretrained features."""
+        frozen = self.current_epoch < self.hparams.freeze_backbone_epochs
+        self.net.backbone.requires_grad_(not frozen)
+        if frozen:
+            self.net.backbone.eval()
+
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), y, label_smoothing=self.hparams.label_smoothing)
 
@@ -110,13 +130,13 @@ class TumorClassifier(L.LightningModule):
                 f"{self.global_step}; lower model.lr or check the data. The last good checkpoint is kept."
             )
         self.train_acc(logits.argmax(1), y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         x, y = batch
-        logits = self(x)
+        logits = self.eval_logits(x)
         loss = self._loss(logits, y)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(logits.argmax(1), y)
@@ -154,7 +174,11 @@ class TumorClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        params = self.parameters()
+        # discriminative learning rates: the pretrained backbone moves slower than the new head
+        params = [
+            {"params": list(self.net.backbone.parameters()), "lr": hp.lr * hp.backbone_lr_mult},
+            {"params": [p for n, p in self.net.named_parameters() if not n.startswith("backbone.")], "lr": hp.lr},
+        ]
         if hp.optimizer == "adam":
             opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
         elif hp.optimizer == "adamw":
@@ -170,7 +194,7 @@ class TumorClassifier(L.LightningModule):
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/acc", "interval": "epoch"}}
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(total - 1, int(hp.warmup_epochs * total / max(1, self.trainer.max_epochs or 1)))
-        floor = hp.min_lr / hp.lr
+        floor = min(1.0, hp.min_lr / hp.lr)
 
         def cosine(step: int) -> float:
             if step < warmup:

@@ -4,7 +4,8 @@
   10% of the rest as validation. This dataset has duplicates across folders, so this split leaks.
 - ``official``: Training -> stratified train/val, Testing -> test.
 - ``grouped``: pool, link exact duplicates and near duplicates into groups, and keep each group on one
-  side, stratifying groups by their majority label.
+  side, stratifying groups by their majority label. With ``num_folds=k`` it is k-fold cross-validation:
+  fold ``i`` of k groups is the test split, the rest give train and val.
 """
 
 from __future__ import annotations
@@ -57,6 +58,25 @@ def _grouped_assign(
     return split
 
 
+def _grouped_folds(labels: np.ndarray, groups: np.ndarray, num_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold id per item: whole groups go, class by class (majority label), to the fold holding the fewest
+    images of that class so far, largest groups first, so folds are balanced and duplicate-free."""
+    group_ids = np.unique(groups)
+    members = {g: np.flatnonzero(groups == g) for g in group_ids}
+    majority = {g: int(np.bincount(labels[m]).argmax()) for g, m in members.items()}
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        class_groups = [g for g in group_ids if majority[g] == c]
+        rng.shuffle(class_groups)
+        class_groups.sort(key=lambda g: -len(members[g]))  # stable: random order among equal sizes
+        load = np.zeros(num_folds, dtype=np.int64)
+        for g in class_groups:
+            k = int(np.argmin(load))
+            fold_of[members[g]] = k
+            load[k] += len(members[g])
+    return fold_of
+
+
 def make_splits(
     protocol: str,
     labels: Sequence[int],
@@ -65,6 +85,8 @@ def make_splits(
     test_fraction: float = 0.1,
     val_fraction: float = 0.1,
     groups: Sequence[int] | None = None,
+    num_folds: int | None = None,
+    fold: int = 0,
 ) -> np.ndarray:
     """Split name ("train"/"val"/"test") per item."""
     labels = np.asarray(labels)
@@ -85,9 +107,20 @@ def make_splits(
     elif protocol == "grouped":
         if groups is None:
             raise ValueError("the grouped protocol needs duplicate groups")
-        split = _grouped_assign(labels, np.asarray(groups), test_fraction, val_fraction, rng)
+        groups = np.asarray(groups)
+        if num_folds:
+            if not 0 <= fold < num_folds:
+                raise ValueError(f"data.fold must be in 0..{num_folds - 1}, got {fold}")
+            in_test = _grouped_folds(labels, groups, num_folds, rng) == fold
+            rest = np.flatnonzero(~in_test)
+            split[in_test] = "test"
+            split[rest] = _grouped_assign(labels[rest], groups[rest], 0.0, val_fraction, rng)
+        else:
+            split = _grouped_assign(labels, groups, test_fraction, val_fraction, rng)
     else:
         raise ValueError(f"unknown split protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
+    if num_folds and protocol != "grouped":
+        raise ValueError("k-fold cross-validation (data.num_folds) needs data.protocol=grouped")
     return split
 
 
