@@ -153,3 +153,11 @@ def test_kfold_multirun_then_aggregate_through_the_cli(synthetic_root: Path, tmp
     assert main(["aggregate", str(sweep), "--json", str(tmp_path / "summary.json")]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["metrics"]["acc"]["n"] == 2
+
+
+def test_compile_flag_keeps_checkpoint_keys_those_of_the_plain_network() -> None:
+    plain = TumorClassifier(backbone="test_efficientnet")
+    compiled = TumorClassifier(backbone="test_efficientnet", compile=True)
+    compiled.setup("fit")  # wraps lazily: nothing is compiled until the first forward
+    assert "_compiled_net" in compiled.__dict__ and "_compiled_net" not in plain.__dict__
+    assert list(compiled.state_dict()) == list(plain.state_dict())

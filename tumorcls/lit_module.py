@@ -64,6 +64,7 @@ class TumorClassifier(L.LightningModule):
         freeze_backbone_epochs: int = 0,
         tta: bool = False,
         channels_last: bool = False,
+        compile: bool = False,
         input_size: int = 150,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
@@ -97,10 +98,15 @@ class TumorClassifier(L.LightningModule):
     def class_names(self) -> list[str]:
         return list(self.hparams.class_names)
 
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and "_compiled_net" not in self.__dict__:
+            # kept outside the module registry, so state_dict keys (and checkpoints) stay those of ``net``
+            object.__setattr__(self, "_compiled_net", torch.compile(self.net))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        return self.__dict__.get("_compiled_net", self.net)(x)
 
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for validation/test; with ``tta`` the mean of the image's and its mirror image's logits."""
