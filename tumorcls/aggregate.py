@@ -1,6 +1,6 @@
 """Aggregate the metrics.json of several runs (seeds, folds, a sweep) into mean +- std.
 
-    tumorcls aggregate logs/train/multiruns/2026-11-26_10-00-00 [--json summary.json]
+tumorcls aggregate logs/train/multiruns/2026-11-26_10-00-00 [--json summary.json]
 """
 
 from __future__ import annotations

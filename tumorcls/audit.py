@@ -371,7 +371,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--show", type=int, default=10, help="items shown per list in the summary (default 10)")
     parser.add_argument("--benchmark", action="store_true", help="print timings (full audit of ROOT if given)")
     parser.add_argument("--bench-hashes", type=int, default=50_000, help="synthetic hashes for --benchmark")
-    parser.add_argument("--bench-distances", type=int, nargs="+", default=[0, 4, 8], help="distances for --benchmark")
+    parser.add_argument(
+        "--bench-distances", type=int, nargs="+", default=[0, 4, 6, 8], help="distances for --benchmark"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -383,7 +385,10 @@ def run(args: argparse.Namespace) -> int:
     report = audit_dataset(args.root, args.distance, args.threads, args.top)
     print(format_summary(report, args.show))
     if args.json:
-        atomic_write_json(args.json, report)
+        try:
+            atomic_write_json(args.json, report)
+        except OSError as exc:
+            raise TumorclsError(f"cannot write the report to '{args.json}': {exc.strerror or exc}") from None
         print(f"report written to {args.json}")
     return 0
 

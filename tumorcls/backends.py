@@ -144,12 +144,14 @@ class KerasPredictor:
     backend = "keras"
 
     def __init__(self, path: Path, class_names: Sequence[str] = CLASS_NAMES) -> None:
+        import torch._dynamo  # noqa: F401 - importing it after TensorFlow 2.21 segfaults (torch 2.14)
+
         try:
             import tensorflow as tf  # noqa: F401 - heavy, so imported only for .h5 models
             from tensorflow import keras
         except ImportError:
             raise ModelFileError(
-                f"'{path}' is a Keras model and needs TensorFlow, which is not installed (pip install tensorflow)"
+                f"'{path}' is a Keras model and needs TensorFlow, which is not installed (pip install -e '.[keras]')"
             ) from None
         try:
             self.model = keras.models.load_model(str(path), compile=False)
@@ -158,12 +160,25 @@ class KerasPredictor:
             raise ModelFileError(f"cannot load Keras model '{path}': {first[:300]}") from None
         shape = self.model.input_shape
         self.input_size = int(shape[1]) if shape[1] else DEFAULT_INPUT_SIZE
-        self.class_names = list(class_names)
-        self.temperature = None
+        meta = _h5_metadata(path)  # a tumorcls export says its labels; the tutorial's file does not
+        names = meta.get("class_names")
+        self.class_names = _names_from_metadata(names, path) if names else list(class_names)
+        self.temperature = float(meta["temperature"]) if "temperature" in meta else None
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         bgr = np.ascontiguousarray(_check_batch(images)[..., ::-1]).astype(np.float32)
-        return np.asarray(self.model(bgr, training=False), dtype=np.float64)
+        # a one-element list is the input structure both Keras 2 and Keras 3 accept for one named input
+        return np.asarray(self.model([bgr], training=False), dtype=np.float64)
+
+
+def _h5_metadata(path: Path) -> dict[str, str]:
+    """The ``tumorcls_*`` attributes a tumorcls .h5 export carries (empty for other files)."""
+    if path.suffix.lower() != ".h5":
+        return {}
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {k[len("tumorcls_") :]: str(v) for k, v in f.attrs.items() if k.startswith("tumorcls_")}
 
 
 def load_predictor(path: str | Path, device: str = "cpu", threads: int | None = None) -> Predictor:
@@ -186,7 +201,15 @@ def load_predictor(path: str | Path, device: str = "cpu", threads: int | None = 
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return TorchPredictor(load_classifier(path, expected_classes=None, map_location=device), device)
+        # rebuilding the network logs "starts from random weights" before the checkpoint's weights load: not news
+        network_log = logging.getLogger("tumorcls.network")
+        level = network_log.level
+        network_log.setLevel(logging.ERROR)
+        try:
+            model = load_classifier(path, expected_classes=None, map_location=device)
+        finally:
+            network_log.setLevel(level)
+        return TorchPredictor(model, device)
     if suffix in ONNX_SUFFIXES:
         return OnnxPredictor(path, threads)
     return KerasPredictor(path)

@@ -168,9 +168,7 @@ def reliability_figure(
         bins = reliability_bins(probs, labels, n_bins)
         filled = bins["count"] > 0
         ece = expected_calibration_error(probs, labels, n_bins)
-        ax.plot(
-            bins["confidence"][filled], bins["accuracy"][filled], "-o", ms=4, label=f"{name} (ECE {ece:.4f})"
-        )
+        ax.plot(bins["confidence"][filled], bins["accuracy"][filled], "-o", ms=4, label=f"{name} (ECE {ece:.4f})")
         offset = (k - (len(series) - 1) / 2) * width / max(1, len(series))
         centres = (bins["edges"][:-1] + bins["edges"][1:]) / 2 + offset
         hist.bar(centres, bins["count"], width=width / max(1, len(series)), alpha=0.7, label=name)

@@ -12,6 +12,7 @@ import albumentations as A
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from tumorcls.dataset_scan import SOURCE_SPLITS, scan_dataset
@@ -172,10 +173,16 @@ class TumorDataModule(L.LightningDataModule):
         pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
         if self.num_workers == 0:  # augmentations in this process: seed them from torch's (seeded) RNG
             self.datasets[name].transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ())))
+        sampler = None
+        if name != "train" and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every image once over all ranks: the default DistributedSampler pads with repeats, which would
+            # count some images twice in val/test metrics whenever the split size does not divide by the ranks
+            sampler = UnrepeatedDistributedSampler(self.datasets[name], shuffle=False)
         return DataLoader(
             self.datasets[name],
             batch_size=self.batch_size if name == "train" else self.eval_batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=pin,
             persistent_workers=self.num_workers > 0,

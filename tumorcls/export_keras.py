@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,16 +32,43 @@ _BLOCKS = ("DepthwiseSeparableConv", "InvertedResidual", "EdgeResidual", "ConvBn
 _ACTIVATIONS = {"SiLU": "swish", "Swish": "swish", "ReLU": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
 
 
-def import_keras() -> Any:
-    """The tf_keras package (Keras 2 API), or one clear error naming the extra to install."""
+KERAS_APIS = ("tf_keras", "keras3")
+
+
+def import_keras(api: str = "tf_keras") -> Any:
+    """tf_keras (Keras 2 API) or ``tf.keras`` (Keras 3), or one clear error naming the extra to install."""
+    if api not in KERAS_APIS:
+        raise ValueError(f"unknown Keras API {api!r}; expected one of {KERAS_APIS}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import torch._dynamo  # noqa: F401 - importing it after TensorFlow 2.21 segfaults (torch 2.14)
+
     try:
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+        if api == "keras3":
+            return tf.keras
         import tf_keras
     except ImportError as exc:
         raise ExportError(
             f"the Keras export needs TensorFlow and tf_keras ({exc.name} is missing): pip install -e '.[keras]'"
         ) from None
     return tf_keras
+
+
+def load_keras_model(path: str | Path, api: str = "tf_keras") -> Any:
+    """Load an .h5 with one Keras API (the file name must end in .h5 for Keras 3), without compiling."""
+    keras = import_keras(api)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return keras.models.load_model(str(path), compile=False)
+
+
+def keras_probabilities(keras_model: Any, bgr: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Run a single-input Keras model on float BGR 0..255 NHWC pixels (a list input suits Keras 2 and 3)."""
+    x = np.ascontiguousarray(bgr, dtype=np.float32)
+    parts = [np.asarray(keras_model([x[i : i + batch_size]], training=False)) for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, int(keras_model.output_shape[-1])), np.float32)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -257,9 +285,17 @@ def export_keras(
     metadata = spec.metadata(*io_specs(spec))
 
     def write(tmp: Path) -> None:
-        keras_model.save(str(tmp), save_format="h5", include_optimizer=False)
-        make_portable(tmp, metadata)
-        if check is not None:
-            check(tmp)
+        # Keras 3 loads legacy HDF5 only from a name ending in .h5: stage (and check) the file under one
+        staged = tmp.with_name(tmp.name + ".h5")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "HDF5 is a legacy format": it is the point here
+                keras_model.save(str(staged), save_format="h5", include_optimizer=False)
+            make_portable(staged, metadata)
+            if check is not None:
+                check(staged)
+            os.replace(staged, tmp)
+        finally:
+            staged.unlink(missing_ok=True)
 
     return atomic_write(path, write)

@@ -14,6 +14,12 @@ from PIL import Image, UnidentifiedImageError
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000x8000; larger files are refused, never decoded
 
+# DecodeOptions.max_pixels is the limit, checked from the header before decoding. PIL's own warning (past
+# Image.MAX_IMAGE_PIXELS, ~89 Mpx) is silenced once here rather than per call: warnings.catch_warnings is
+# not thread-safe and the audit decodes in threads. PIL still raises DecompressionBombError past twice
+# that (~179 Mpx), also from the header alone; open_image turns it into the same "too large" error.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 _INTERPOLATIONS = {
     "linear": cv2.INTER_LINEAR,  # cv2.resize's default: what the tutorial and its app use
     "area": cv2.INTER_AREA,
@@ -60,16 +66,16 @@ def open_image(data: bytes, options: DecodeOptions = DecodeOptions()) -> Image.I
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > options.max_pixels:
-                raise ImageDecodeError(f"image too large ({width}x{height} > {options.max_pixels} pixels); refused")
-            img.load()
+        img = Image.open(io.BytesIO(data))  # reads the header only
+        width, height = img.size
+        if width * height > options.max_pixels:
+            raise ImageDecodeError(f"image too large ({width}x{height} > {options.max_pixels} pixels); refused")
+        img.load()
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"image too large ({str(exc).split(',')[0]}); refused") from None
+    except UnidentifiedImageError as exc:
         raise ImageDecodeError(f"not a readable image ({type(exc).__name__})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(

@@ -3,7 +3,8 @@ keep going past unreadable files, optionally average over horizontal flips (TTA)
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import glob
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,42 @@ from pathlib import Path
 import numpy as np
 
 from tumorcls.backends import Predictor, TorchPredictor, softmax
-from tumorcls.image_io import DecodeOptions, ImageDecodeError, read_image
+from tumorcls.image_io import DecodeOptions, ImageDecodeError, is_image_path, read_image
+
+GLOB_CHARS = frozenset("*?[")
+
+
+def find_images(args: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files to predict, in order and without repeats, and the arguments that name nothing.
+
+    A folder is searched recursively for image files (by extension); a file named explicitly, or
+    matched by a glob pattern, is taken whatever its extension (decoding decides); a pattern is
+    expanded here too, so quoted globs work (``**`` recursive).
+    """
+    files: dict[Path, None] = {}
+    missing: list[tuple[Path, str]] = []
+
+    def add(path: Path) -> None:
+        if path.is_dir():
+            for found in sorted(path.rglob("*")):
+                if found.is_file() and is_image_path(found):
+                    files.setdefault(found, None)
+        else:
+            files.setdefault(path, None)
+
+    for arg in args:
+        path = Path(arg).expanduser()
+        if path.exists():
+            add(path)
+        elif GLOB_CHARS & set(str(arg)):
+            matches = sorted(glob.glob(str(path), recursive=True))
+            if not matches:
+                missing.append((path, "no file matches this pattern"))
+            for match in matches:
+                add(Path(match))
+        else:
+            missing.append((path, "no such file or directory"))
+    return list(files), missing
 
 
 @dataclass

@@ -152,6 +152,15 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     if not cfg.get("test", True):
         return results
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    calibration = None
+    if cfg.get("calibrate", False) and best:  # temperature scaling on the val split, stored in best.ckpt
+        if trainer.global_rank == 0:
+            from tumorcls.calibration import calibrate_checkpoint_on_loader
+
+            calibration = calibrate_checkpoint_on_loader(
+                best, datamodule.val_dataloader(), device=str(trainer.strategy.root_device)
+            )
+        trainer.strategy.barrier("calibrate")
     trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
     results.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
     if trainer.global_rank != 0:
@@ -170,6 +179,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "split_sizes": datamodule.split_sizes(),
         "skipped_files": datamodule.skipped_files,
+        "calibration": calibration,
         "fit_seconds": round(fit_seconds, 1),
         "machine": {
             "platform": platform.platform(),
