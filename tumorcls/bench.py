@@ -24,6 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a CPU shared with other
+# processes, spinning threads wait on descheduled peers at every operator (measured on 2 busy cores: eager
+# 1-image latency 0.02 s instead of 0.07-1.6 s, batch inference 60 instead of 12-40 images/s).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import torch
 
@@ -101,6 +106,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -43,7 +43,7 @@ class EpochHistory(L.Callback):
             if key in metrics:
                 row[key] = float(metrics[key])
         if trainer.optimizers:
-            row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+            row["lr"] = float(trainer.optimizers[0].param_groups[-1]["lr"])  # the head's: model.lr
         self.history = [h for h in self.history if h["epoch"] != row["epoch"]] + [row]
 
     def state_dict(self) -> dict[str, Any]:
