@@ -88,3 +88,12 @@ def test_training_calibrates_the_best_checkpoint_and_it_still_resumes(synthetic_
     proc = train([*args, "trainer.max_epochs=2", f"ckpt_path={best}", "calibrate=false"])
     assert "Restoring states from the checkpoint path" in proc.stdout + proc.stderr
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_degenerate_validation_sets_give_a_clipped_temperature() -> None:
+    from tumorcls.calibration import TEMPERATURE_RANGE, fit_temperature
+
+    logits = np.array([[0.01, 0.0, 0.0, 0.0]] * 4)  # nearly uniform and always right: NLL falls as T -> 0
+    assert fit_temperature(logits, np.zeros(4, dtype=int)) == TEMPERATURE_RANGE[0]
+    wrong = np.array([[5.0, 0.0, 0.0, 0.0]] * 4)  # confidently wrong: NLL falls as T -> infinity
+    assert fit_temperature(wrong, np.ones(4, dtype=int)) == TEMPERATURE_RANGE[1]

@@ -61,8 +61,12 @@ def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature:
     return float(F.cross_entropy(z, torch.as_tensor(np.asarray(labels), dtype=torch.long)))
 
 
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200) -> float:
-    """The temperature T > 0 minimising the NLL of softmax(logits / T) (L-BFGS on log T)."""
+    """The temperature T minimising the NLL of softmax(logits / T) (L-BFGS on log T), clipped to
+    TEMPERATURE_RANGE: a tiny or uninformative validation set can push T towards 0 or infinity."""
     z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     if z.ndim != 2 or len(z) != len(y) or len(y) == 0:
@@ -80,7 +84,10 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200)
     temperature = float(log_t.detach().exp())
     if not np.isfinite(temperature) or temperature <= 0:
         raise FloatingPointError(f"temperature fitting diverged (T={temperature})")
-    return temperature
+    low, high = TEMPERATURE_RANGE
+    if not low <= temperature <= high:
+        log.warning("fitted temperature %.4g is outside [%g, %g]; clipped", temperature, low, high)
+    return float(np.clip(temperature, low, high))
 
 
 def calibration_summary(
