@@ -19,9 +19,10 @@ from tumorcls.datamodule import TumorDataModule
 
 WORLD_SIZE = 2
 # official protocol: 10 Training images per class, 30% of them (3 per class) for validation; 3 Testing per
-# class. val and test hold 12 images each, a multiple of the world size, so DistributedSampler pads nothing
-# and every image is counted exactly once. Classes are contiguous in the split order and each rank takes
-# every other image, so the two ranks see different class mixes (0,0,1,2,2,3 against 0,1,1,2,3,3).
+# class, less one. val holds 12 images; test holds 11, not a multiple of the world size: a plain
+# DistributedSampler would pad it with a repeat and count 12, the data module's unrepeated sampler counts 11.
+# Classes are contiguous in the split order and each rank takes every other image, so the two ranks see
+# different class mixes.
 PER_CLASS = {"Training": 10, "Testing": 3}
 VAL_FRACTION = 0.3
 
@@ -68,6 +69,7 @@ def _rank_predictions(model: torch.nn.Module, dataset: torch.utils.data.Dataset)
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
 def test_ddp_on_two_cpu_processes_reports_metrics_of_the_whole_split(tmp_path: Path) -> None:
     root = make_dataset(tmp_path / "mri", PER_CLASS, seed=5)
+    (root / "Testing" / "pituitary_tumor" / "img_2.jpg").unlink()
     run_dir = tmp_path / "run"
     train(
         [
@@ -86,7 +88,7 @@ def test_ddp_on_two_cpu_processes_reports_metrics_of_the_whole_split(tmp_path: P
     assert ranks[0]["pid"] != ranks[1]["pid"]  # two processes really ran
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["split_sizes"] == {"train": 28, "val": 12, "test": 12} and metrics["epochs"] == 1
+    assert metrics["split_sizes"] == {"train": 28, "val": 12, "test": 11} and metrics["epochs"] == 1
     best = Path(metrics["best_checkpoint"])
     assert best == run_dir / "checkpoints" / "best.ckpt" and best.is_file()
 
@@ -110,7 +112,7 @@ def test_ddp_on_two_cpu_processes_reports_metrics_of_the_whole_split(tmp_path: P
     # test metrics: every test image counted exactly once, with the saved model's predictions
     expected_cm = np.zeros((4, 4), dtype=np.int64)
     np.add.at(expected_cm, (test_y, test_pred), 1)
-    assert metrics["confusion_matrix"] == expected_cm.tolist() and metrics["n"] == len(test_y) == 12
+    assert metrics["confusion_matrix"] == expected_cm.tolist() and metrics["n"] == len(test_y) == 11
     assert metrics["acc"] == pytest.approx((test_pred == test_y).mean())
     for rank in ranks:
         assert rank["test"]["test/acc"] == pytest.approx(metrics["acc"], abs=1e-6)
