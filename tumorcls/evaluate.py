@@ -151,9 +151,8 @@ def write_artifacts(out: Path, result: dict[str, Any], predictor: Predictor, inf
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "classification_report.txt", classification_report(confmat, names))
     atomic_write_text(out / "predictions.csv", _predictions_csv(result["paths"], labels, probs, names))
-    save_figure(
-        confusion_matrix_figure(confmat, names, f"{info['data']} ({info['backend']})"), out / "confusion_matrix.png"
-    )
+    title = f"{Path(info['data']).name} ({info['backend']})"
+    save_figure(confusion_matrix_figure(confmat, names, title), out / "confusion_matrix.png")
     save_figure(reliability_figure(series, labels, bins, title="Reliability"), out / "reliability_diagram.png")
     return metrics
 
