@@ -78,7 +78,10 @@ class TorchPredictor:
 
     def preprocess(self, images: np.ndarray) -> Any:
         """uint8 NHWC RGB -> normalised float NCHW tensor, as the training transforms do."""
-        x = self.torch.from_numpy(np.ascontiguousarray(_check_batch(images))).to(self.device)
+        arr = np.ascontiguousarray(_check_batch(images))
+        if not arr.flags.writeable:  # e.g. a flipped view for TTA; torch wants writable memory
+            arr = arr.copy()
+        x = self.torch.from_numpy(arr).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self.mean) / self.std
 
