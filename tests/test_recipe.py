@@ -161,3 +161,12 @@ def test_compile_flag_keeps_checkpoint_keys_those_of_the_plain_network() -> None
     compiled.setup("fit")  # wraps lazily: nothing is compiled until the first forward
     assert "_compiled_net" in compiled.__dict__ and "_compiled_net" not in plain.__dict__
     assert list(compiled.state_dict()) == list(plain.state_dict())
+
+
+def test_optuna_search_config_composes_when_the_sweep_extra_is_installed() -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install -e '.[sweep]' for Optuna")
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hparams_search=optuna", "experiment=best"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert cfg.optimized_metric == "val/acc" and "model.lr" in sweeper.params
