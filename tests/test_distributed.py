@@ -89,6 +89,7 @@ def test_ddp_on_two_cpu_processes_reports_metrics_of_the_whole_split(tmp_path: P
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["split_sizes"] == {"train": 28, "val": 12, "test": 11} and metrics["epochs"] == 1
+    assert metrics["calibration"]["n"] == 12  # the temperature is fitted on the whole val split, not rank 0's
     best = Path(metrics["best_checkpoint"])
     assert best == run_dir / "checkpoints" / "best.ckpt" and best.is_file()
 

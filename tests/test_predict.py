@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.synthetic import MARK_CENTRES, make_dataset
 from tests.tiny_model import tiny_checkpoint
@@ -176,3 +177,35 @@ def test_temperature_in_the_checkpoint_is_applied(ckpt: Path, images: Path, tmp_
     logits = predictor.predict_logits(read_image(path, DecodeOptions(size=predictor.input_size))[None])
     got = [doc["predictions"][0]["probabilities"][n] for n in CLASS_NAMES]
     np.testing.assert_allclose(got, softmax(logits, 4.0)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--out", "."], "is a folder; give a file path"),
+    ],
+)
+def test_bad_options_are_one_line(
+    ckpt: Path, images: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["predict", str(images), "--model", str(ckpt), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_line(ckpt: Path, images: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["predict", str(images), "--model", str(ckpt), "--device", "cuda"]) == 2
+    assert "torch sees no CUDA device" in capsys.readouterr().err
+
+
+def test_an_invalid_stored_temperature_is_refused(ckpt: Path, tmp_path: Path) -> None:
+    from tumorcls.checkpoint import load_classifier
+    from tumorcls.errors import CheckpointError
+
+    bad = torch.load(ckpt, weights_only=True)
+    bad["tumorcls"] = {"temperature": -1.0}  # would silently reverse the class ranking
+    torch.save(bad, tmp_path / "bad.ckpt")
+    with pytest.raises(CheckpointError, match="invalid calibration temperature -1.0"):
+        load_classifier(tmp_path / "bad.ckpt")

@@ -198,21 +198,17 @@ def load_predictor(path: str | Path, device: str = "cpu", threads: int | None = 
 
         torch.set_num_threads(threads)
     if suffix in CHECKPOINT_SUFFIXES:
+        import torch
+
         from tumorcls.checkpoint import load_classifier
 
         if device == "auto":
-            import torch
-
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        # rebuilding the network logs "starts from random weights" before the checkpoint's weights load: not news
-        network_log = logging.getLogger("tumorcls.network")
-        level = network_log.level
-        network_log.setLevel(logging.ERROR)
-        try:
-            model = load_classifier(path, expected_classes=None, map_location=device)
-        finally:
-            network_log.setLevel(level)
-        return TorchPredictor(model, device)
+        if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+            raise ModelFileError(f"unknown device {device!r}; choose cpu, cuda, cuda:N or auto")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelFileError(f"device {device!r} asked for, but torch sees no CUDA device")
+        return TorchPredictor(load_classifier(path, expected_classes=None, map_location=device), device)
     if suffix in ONNX_SUFFIXES:
         return OnnxPredictor(path, threads)
     return KerasPredictor(path)

@@ -26,8 +26,9 @@ import torch
 
 from tumorcls.atomic_io import atomic_write_json
 from tumorcls.errors import TumorclsError
+from tumorcls.export_common import load_for_export
 from tumorcls.export_onnx import probability_model
-from tumorcls.export_run import export_checkpoint, load_quietly, onnx_probabilities, onnx_session
+from tumorcls.export_run import export_checkpoint, onnx_probabilities, onnx_session
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def _runners(
     ckpt: Path, onnx_path: Path | None, keras_path: Path | None, threads: int | None
 ) -> tuple[dict[str, Callable], int]:
     """backend -> f(rgb uint8 NHWC) computing probabilities, each as it would run in production; input size."""
-    model, spec = load_quietly(ckpt)
+    model, spec = load_for_export(ckpt)
     wrapper = probability_model(model)
     # NHWC pixels are channels_last already: keep that layout when the model runs channels_last (faster on CPU)
     layout = torch.channels_last if model.hparams.get("channels_last") else torch.contiguous_format

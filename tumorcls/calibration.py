@@ -146,7 +146,10 @@ def collect_logits(model: torch.nn.Module, loader: DataLoader, device: str | tor
     model.eval().to(device)
     logits, labels = [], []
     for x, y in loader:
-        logits.append(model(x.to(device)).float().cpu())
+        x = x.to(device)
+        # the logits validation and test use (flip-averaged when the model has tta on)
+        z = model.eval_logits(x) if hasattr(model, "eval_logits") else model(x)
+        logits.append(z.float().cpu())
         labels.append(torch.as_tensor(y))
     model.train(was_training)
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import pickle
 import re
 from pathlib import Path
@@ -67,10 +69,15 @@ def load_classifier(
             f"checkpoint '{path}' has label map {list(classes)}, expected {list(expected_classes)}; refusing it"
         )
     hparams.update(pretrained=False, weights=None)  # the checkpoint carries every weight
+    network_log = logging.getLogger("tumorcls.network")  # "starts from random weights": not news here
+    level = network_log.level
+    network_log.setLevel(logging.ERROR)
     try:
         model = TumorClassifier(**hparams)
     except (TypeError, ValueError, WeightsError) as exc:
         raise CheckpointError(f"checkpoint '{path}' has hyperparameters this version cannot use: {exc}") from None
+    finally:
+        network_log.setLevel(level)
     try:
         result = model.load_state_dict(ckpt["state_dict"], strict=False)
     except RuntimeError as exc:  # a tensor whose shape differs from the one its hyperparameters build
@@ -84,6 +91,10 @@ def load_classifier(
         raise CheckpointError(
             f"checkpoint '{path}' does not match its own hyperparameters ({len(wrong)} tensors: {wrong[:3]})"
         )
-    for key, value in (ckpt.get("tumorcls") or {}).items():
-        setattr(model, key, value)
+    extra = ckpt.get("tumorcls") or {}
+    temperature = extra.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 < temperature < math.inf:
+        raise CheckpointError(f"checkpoint '{path}' holds an invalid calibration temperature {temperature!r}")
+    model.temperature = float(temperature)
+    model.calibration = extra.get("calibration")
     return model.eval().to(map_location)

@@ -1,4 +1,4 @@
-"""The ``tumorcls`` console command: subcommands live in their own modules and are imported lazily."""
+"""The ``tumorcls`` console command; each subcommand lives in its own module (listed in SUBCOMMANDS)."""
 
 from __future__ import annotations
 

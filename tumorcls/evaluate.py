@@ -160,6 +160,10 @@ def write_artifacts(out: Path, result: dict[str, Any], predictor: Predictor, inf
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise TumorclsError("--batch-size must be at least 1")
+    if args.bins < 1:
+        raise TumorclsError("--bins must be at least 1")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise TumorclsError(f"--out '{args.out}' is a file; give a folder for the artifacts")
     files, labels, skipped = dataset_files(args.data, args.split)
     if skipped:
         log.warning("skipped %d non-image file(s) (e.g. %s)", len(skipped), ", ".join(p.name for p in skipped[:3]))

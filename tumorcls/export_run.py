@@ -254,18 +254,6 @@ def keras_check(reference: np.ndarray, pixels: np.ndarray, atol: float, found: d
 # ---------------------------------------------------------------- the command
 
 
-def load_quietly(ckpt: str | Path) -> tuple[TumorClassifier, ExportSpec]:
-    """``load_for_export`` without the network's "starts from random weights" warning: the checkpoint
-    holds every weight."""
-    network_log = logging.getLogger("tumorcls.network")
-    level = network_log.level
-    network_log.setLevel(logging.ERROR)
-    try:
-        return load_for_export(ckpt)
-    finally:
-        network_log.setLevel(level)
-
-
 def export_checkpoint(
     ckpt: str | Path | None,
     fmt: str = "all",
@@ -285,7 +273,7 @@ def export_checkpoint(
         raise ExportError(f"n_check must be at least 1, got {n_check}")
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old; use opset >= {MIN_OPSET}")
-    model, spec = load_quietly(ckpt)
+    model, spec = load_for_export(ckpt)
     targets = output_paths(formats, Path(spec.run_dir), out)
     for path in targets.values():  # refuse before writing anything, so format=all is all or nothing at the start
         ensure_writable(path, overwrite)

@@ -38,7 +38,8 @@ def target_layer(net: nn.Module, name: str | None = None) -> nn.Module:
         backbone.eval()
         with torch.no_grad():
             size = int(getattr(backbone, "pretrained_cfg", {}).get("input_size", (3, 64, 64))[-1])
-            features = backbone.forward_features(torch.zeros(1, 3, max(size, 32), max(size, 32)))
+            device = next(backbone.parameters()).device
+            features = backbone.forward_features(torch.zeros(1, 3, max(size, 32), max(size, 32), device=device))
     finally:
         for h in hooks:
             h.remove()

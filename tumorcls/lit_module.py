@@ -179,7 +179,7 @@ class TumorClassifier(L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
-        return torch.softmax(self(x).float(), dim=1)
+        return torch.softmax(self.eval_logits(x).float() / getattr(self, "temperature", 1.0), dim=1)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams

@@ -167,6 +167,8 @@ def format_csv(predictions: list[Prediction], class_names: list[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise TumorclsError("--batch-size must be at least 1")
+    if args.out is not None and args.out.is_dir():
+        raise TumorclsError(f"--out '{args.out}' is a folder; give a file path")
     predictor = load_predictor(args.model, device=args.device, threads=args.threads)
     files, missing = find_images(args.paths)
 

@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 
 from tumorcls.atomic_io import atomic_write_json, atomic_write_text
 from tumorcls.callbacks import EpochHistory
@@ -160,9 +161,9 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         if trainer.global_rank == 0:
             from tumorcls.calibration import calibrate_checkpoint_on_loader
 
-            calibration = calibrate_checkpoint_on_loader(
-                best, datamodule.val_dataloader(), device=str(trainer.strategy.root_device)
-            )
+            # the whole val split: under DDP val_dataloader() would hold this rank's share only
+            whole_val = DataLoader(datamodule.datasets["val"], batch_size=datamodule.eval_batch_size)
+            calibration = calibrate_checkpoint_on_loader(best, whole_val, device=str(trainer.strategy.root_device))
         trainer.strategy.barrier("calibrate")
     trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
     results.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
