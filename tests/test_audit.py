@@ -272,3 +272,17 @@ def test_real_near_duplicates_and_the_one_label_conflict(real_report: dict[str, 
             "Training/meningioma_tumor/m1(168).jpg",
         ]
     ]
+
+
+def test_alias_folder_names_are_known_classes(tmp_path: Path) -> None:
+    """The newer Kaggle set spells its folders glioma/, notumor/, meningioma/, pituitary/."""
+    rng = np.random.default_rng(2)
+    for name in ("glioma", "notumor", "meningioma", "pituitary", "astrocytoma"):
+        _jpeg(_smooth_image(rng), tmp_path / name / "0.jpg")
+    report = audit.audit_dataset(tmp_path)
+    assert (
+        report["unknown_classes"] == {"all": ["astrocytoma"]}
+        and "missing_classes" not in report
+        or not report["missing_classes"]
+    )
+    assert report["counts"]["all"]["no_tumor"] == 1 and report["counts"]["all"]["glioma_tumor"] == 1

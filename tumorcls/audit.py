@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tumorcls.atomic_io import atomic_write_json
+from tumorcls.class_aliases import canonical_class
 from tumorcls.dataset_scan import SOURCE_SPLITS
 from tumorcls.errors import DatasetError, TumorclsError
 from tumorcls.hashing import duplicate_groups, hamming_pairs, multi_index_pairs, phash, sha256_bytes
@@ -100,7 +101,8 @@ def discover(root: str | Path) -> Layout:
         layout.outside_class_folders += [_rel(p, root) for p in children if p.is_file()]
         for class_dir in class_dirs:
             files = sorted(p for p in class_dir.rglob("*") if p.is_file())
-            layout.entries += [FileEntry(p, _rel(p, root), split, class_dir.name) for p in files]
+            label = canonical_class(class_dir.name) or class_dir.name  # glioma/, notumor/ ... spellings too
+            layout.entries += [FileEntry(p, _rel(p, root), split, label) for p in files]
     if not layout.entries:
         raise DatasetError(f"no files found in class folders under '{root}' ({kind} layout)")
     return layout
@@ -215,8 +217,12 @@ def group_stats(images: list[FileResult], max_distance: int | None) -> dict[str,
 
 
 def _class_checks(layout: Layout) -> dict[str, Any]:
-    unknown = {s: [n for n in names if n not in CLASS_NAMES] for s, names in layout.class_folders.items()}
-    missing = {s: [n for n in CLASS_NAMES if n not in names] for s, names in layout.class_folders.items()}
+    """Class folders are matched through the aliases ``evaluate`` accepts (glioma, notumor, ...)."""
+    unknown = {s: [n for n in names if canonical_class(n) is None] for s, names in layout.class_folders.items()}
+    missing = {
+        s: [c for c in CLASS_NAMES if c not in {canonical_class(n) for n in names}]
+        for s, names in layout.class_folders.items()
+    }
     return {
         "unknown_classes": {s: v for s, v in unknown.items() if v},
         "missing_classes": {s: v for s, v in missing.items() if v},
