@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from tumorcls.errors import TumorclsError
+from tumorcls.errors import TumorclsError, first_line
 from tumorcls.labels import CLASS_NAMES
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,7 @@ class OnnxPredictor:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelFileError(f"cannot load ONNX model '{path}': {first[:300]}") from None
+            raise ModelFileError(f"cannot load ONNX model '{path}': {first_line(exc)}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -159,8 +158,7 @@ class KerasPredictor:
         try:
             self.model = keras.models.load_model(str(path), compile=False)
         except Exception as exc:  # noqa: BLE001 - keras/h5py raise many types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelFileError(f"cannot load Keras model '{path}': {first[:300]}") from None
+            raise ModelFileError(f"cannot load Keras model '{path}': {first_line(exc)}") from None
         shape = self.model.input_shape
         self.input_size = int(shape[1]) if shape[1] else DEFAULT_INPUT_SIZE
         meta = _h5_metadata(path)  # a tumorcls export says its labels; the tutorial's file does not

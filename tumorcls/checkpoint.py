@@ -96,5 +96,6 @@ def load_classifier(
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 < temperature < math.inf:
         raise CheckpointError(f"checkpoint '{path}' holds an invalid calibration temperature {temperature!r}")
     model.temperature = float(temperature)
+    model.trained_progress = {"epoch": ckpt.get("epoch"), "global_step": ckpt.get("global_step")}
     model.calibration = extra.get("calibration")
     return model.eval().to(map_location)

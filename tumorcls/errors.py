@@ -23,3 +23,9 @@ class TrainingDivergedError(TumorclsError, FloatingPointError):
 
 class ExportError(TumorclsError):
     """An export could not be written or does not reproduce the PyTorch model."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (or its type name), for one-line error messages."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

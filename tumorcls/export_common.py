@@ -78,10 +78,11 @@ def spec_for(model: TumorClassifier, source: str | Path | None = None) -> Export
     }
     if source is not None:
         path = Path(source).expanduser().resolve()
-        ckpt = read_checkpoint(path)
+        # load_classifier noted the progress; read the file again only for a model built otherwise
+        progress = getattr(model, "trained_progress", None) or read_checkpoint(path)
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         spec.update(source=str(path), source_sha256=_sha256_file(path), run_dir=str(run_dir))
-        spec.update(epoch=ckpt.get("epoch"), global_step=ckpt.get("global_step"))
+        spec.update(epoch=progress.get("epoch"), global_step=progress.get("global_step"))
     return ExportSpec(**spec)
 
 
