@@ -15,6 +15,7 @@ def main(cfg: DictConfig) -> None:
     from tumorcls.export_run import export_checkpoint
 
     images = OmegaConf.to_container(cfg.images) if OmegaConf.is_list(cfg.images) else cfg.images
+    calibration = OmegaConf.to_container(cfg.calibration) if OmegaConf.is_list(cfg.calibration) else cfg.calibration
     try:
         results = export_checkpoint(
             cfg.ckpt,
@@ -26,12 +27,17 @@ def main(cfg: DictConfig) -> None:
             data_root=cfg.data_root,
             n_check=int(cfg.n_check),
             atol=float(cfg.atol),
+            calibration=calibration,
+            n_calibrate=int(cfg.n_calibrate),
+            int8_min_agreement=float(cfg.int8_min_agreement),
         )
     except TumorclsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     for r in results:
-        print(f"{r.format}\t{r.path}\t{r.size_bytes / 1e6:.1f} MB\tmax|dp| {r.max_abs_diff:.2e}\t{r.image_source}")
+        agree = f"\ttop-1 agreement {r.details['top1_agreement']:.1%}" if "top1_agreement" in r.details else ""
+        size = f"{r.size_bytes / 1e6:.1f} MB"
+        print(f"{r.format}\t{r.path}\t{size}\tmax|dp| {r.max_abs_diff:.2e}{agree}\t{r.image_source}")
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, run_dir: Path) -> None:
     text.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read checkpoint .* safely"):
         export_checkpoint(text, "onnx")
-    with pytest.raises(ExportError, match="unknown format 'tflite'; choose one of onnx, keras or all"):
+    with pytest.raises(ExportError, match="unknown format 'tflite'; choose one of onnx, keras, onnx_int8 or all"):
         export_checkpoint(ckpt, "tflite")
     with pytest.raises(ExportError, match=r"must end in \.onnx for format=onnx"):
         export_checkpoint(ckpt, "onnx", out=tmp_path / "m.h5")

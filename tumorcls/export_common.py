@@ -14,8 +14,9 @@ from tumorcls.checkpoint import load_classifier, read_checkpoint
 from tumorcls.errors import ExportError
 from tumorcls.lit_module import TumorClassifier
 
-FORMATS = ("onnx", "keras")
-SUFFIXES = {"onnx": ".onnx", "keras": ".h5"}
+FORMATS = ("onnx", "keras", "onnx_int8")
+ALL_FORMATS = ("onnx", "keras")  # format=all: the exact (float) exports; int8 is asked for by name
+SUFFIXES = {"onnx": ".onnx", "keras": ".h5", "onnx_int8": ".onnx"}
 
 
 @dataclass(frozen=True)

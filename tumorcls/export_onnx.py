@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -15,6 +16,7 @@ from torch import nn
 from tumorcls.atomic_io import atomic_write
 from tumorcls.errors import ExportError
 from tumorcls.export_common import ExportSpec, ensure_writable
+from tumorcls.export_graph import static_network
 from tumorcls.lit_module import TumorClassifier
 
 MIN_OPSET = 17
@@ -68,11 +70,14 @@ def onnx_bytes(model: TumorClassifier, spec: ExportSpec, opset: int = MIN_OPSET)
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old; use opset >= {MIN_OPSET}")
     wrapper = probability_model(model).cpu()
+    wrapper.net = static_network(wrapper.net, spec.input_size)  # same numbers, a static graph
     dummy = torch.zeros(2, 3, spec.input_size, spec.input_size)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode():
         # the TorchScript exporter needs no extra package (the dynamo one needs onnxscript)
         warnings.simplefilter("ignore", DeprecationWarning)
+        # the static pads' Slice(step=-1) is folded by ONNX Runtime instead; the tracer says so at length
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         torch.onnx.export(
             wrapper,
             (dummy,),
@@ -100,10 +105,16 @@ def export_onnx(
     opset: int = MIN_OPSET,
     overwrite: bool = False,
     check: Callable[[Path], None] | None = None,
+    calibration: np.ndarray | None = None,
 ) -> Path:
-    """Write the ONNX file atomically; ``check(tmp_path)`` runs before the rename and may refuse it."""
+    """Write the ONNX file atomically; ``check(tmp_path)`` runs before the rename and may refuse it.
+    With ``calibration`` (uint8 RGB NHWC training images) the file is the int8 quantized graph."""
     path = ensure_writable(path, overwrite)
     data = onnx_bytes(model, spec, opset)
+    if calibration is not None:
+        from tumorcls.quantize_onnx import quantize_onnx_bytes
+
+        data = quantize_onnx_bytes(data, calibration)
 
     def write(tmp: Path) -> None:
         tmp.write_bytes(data)

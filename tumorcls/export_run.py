@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tumorcls.errors import ExportError
-from tumorcls.export_common import FORMATS, SUFFIXES, ExportSpec, ensure_writable, load_for_export
+from tumorcls.export_common import ALL_FORMATS, FORMATS, SUFFIXES, ExportSpec, ensure_writable, load_for_export
 from tumorcls.export_onnx import MIN_OPSET, export_onnx, probability_model
 from tumorcls.image_io import DecodeOptions, ImageDecodeError, is_image_path, read_image
 from tumorcls.lit_module import TumorClassifier
@@ -24,7 +24,8 @@ from tumorcls.lit_module import TumorClassifier
 log = logging.getLogger(__name__)
 
 DEFAULT_ATOL = 1e-4
-DEFAULT_NAMES = {"onnx": "model.onnx", "keras": "model.h5"}
+DEFAULT_MIN_AGREEMENT = 0.9
+DEFAULT_NAMES = {"onnx": "model.onnx", "keras": "model.h5", "onnx_int8": "model.int8.onnx"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class ExportResult:
 def resolve_formats(fmt: str) -> tuple[str, ...]:
     fmt = str(fmt).strip().lower()
     if fmt == "all":
-        return FORMATS
+        return ALL_FORMATS
     if fmt not in FORMATS:
         raise ExportError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)} or all")
     return (fmt,)
@@ -104,8 +105,10 @@ def _data_root_of_run(run_dir: Path) -> Path | None:
     return Path(str(root)).expanduser() if root else None
 
 
-def _manifest_files(run_dir: Path, data_root: str | Path | None, n: int) -> list[Path]:
-    """Up to ``n`` files of the run's splits.csv, test split first, taking the classes in turn."""
+def _manifest_files(
+    run_dir: Path, data_root: str | Path | None, n: int, splits: Sequence[str] = ("test", "val", "train")
+) -> list[Path]:
+    """Up to ``n`` files of the run's splits.csv from ``splits``, in that order, taking the classes in turn."""
     manifest = run_dir / "splits.csv"
     if not manifest.is_file():
         return []
@@ -118,8 +121,9 @@ def _manifest_files(run_dir: Path, data_root: str | Path | None, n: int) -> list
     if root is None:
         log.warning("splits.csv found, but none of the data roots %s holds its images", [str(r) for r in roots])
         return []
-    order = {"test": 0, "val": 1, "train": 2}
-    rows.sort(key=lambda r: order.get(r.get("split", ""), 3))  # stable: keeps the manifest's order inside a split
+    order = {name: i for i, name in enumerate(splits)}
+    rows = [r for r in rows if r.get("split", "") in order]
+    rows.sort(key=lambda r: order[r["split"]])  # stable: keeps the manifest's order inside a split
     by_class: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         by_class.setdefault(row.get("label", ""), []).append(row)
@@ -149,17 +153,50 @@ def parity_images(
     else:
         files = _manifest_files(Path(spec.run_dir), data_root, n) if spec.run_dir else []
         source = "splits.csv of the run"
-    decoded: list[np.ndarray] = []
-    for path in files:
-        try:
-            decoded.append(read_image(path, options))
-        except ImageDecodeError as exc:
-            log.warning("skipping parity image: %s", exc)
+    decoded = _decode(files, options, "parity")
     if decoded:
         return ParityImages(np.stack(decoded), f"{source} ({len(decoded)} images)")
     if images:
         raise ExportError("none of the given parity images could be read")
     return ParityImages(synthetic_scans(n, size, seed), f"synthetic pixels ({n} images)")
+
+
+def _decode(files: Sequence[Path], options: DecodeOptions, purpose: str) -> list[np.ndarray]:
+    decoded: list[np.ndarray] = []
+    for path in files:
+        try:
+            decoded.append(read_image(path, options))
+        except ImageDecodeError as exc:
+            log.warning("skipping %s image: %s", purpose, exc)
+    return decoded
+
+
+def calibration_images(
+    spec: ExportSpec,
+    images: Sequence[str | Path] | str | None = None,
+    data_root: str | Path | None = None,
+    n: int = 128,
+) -> ParityImages:
+    """Training images for int8 calibration: the given files or folders (spread evenly over them), else
+    the train split of the run's splits.csv. Never synthetic pixels: they would calibrate the wrong ranges."""
+    options = DecodeOptions(size=spec.input_size)
+    if isinstance(images, str | Path):
+        images = [images]
+    if images:
+        files = _image_files(images)
+        if len(files) > n:  # evenly spread, so that every class folder contributes
+            files = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, n).round().astype(int))]
+        source = "given calibration images"
+    else:
+        files = _manifest_files(Path(spec.run_dir), data_root, n, splits=("train",)) if spec.run_dir else []
+        source = "train split of the run's splits.csv"
+    decoded = _decode(files, options, "calibration")
+    if not decoded:
+        raise ExportError(
+            "format=onnx_int8 needs training images to calibrate on: the run's splits.csv and data root were not "
+            "found; give calibration=<folder of training images> (or data_root=)"
+        )
+    return ParityImages(np.stack(decoded), f"{source} ({len(decoded)} images)")
 
 
 def synthetic_scans(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -228,6 +265,26 @@ def onnx_check(reference: np.ndarray, pixels: np.ndarray, atol: float, found: di
     return check
 
 
+def onnx_int8_check(
+    reference: np.ndarray, pixels: np.ndarray, min_agreement: float, found: dict[str, float]
+) -> Callable:
+    """A check for the int8 ONNX file: not exact, so its top-1 class must agree with PyTorch's on at least
+    ``min_agreement`` of the parity images; the largest probability difference is reported."""
+
+    def check(path: Path) -> None:
+        probabilities = onnx_probabilities(onnx_session(path), pixels)
+        found["batch_n"] = _max_diff(probabilities, reference)
+        agreement = float((probabilities.argmax(1) == reference.argmax(1)).mean())
+        found["top1_agreement"] = agreement
+        if agreement < min_agreement:
+            raise ExportError(
+                f"the int8 ONNX file agrees with the PyTorch model on {agreement:.1%} of {len(pixels)} images, "
+                f"below int8_min_agreement={min_agreement:g}; keep the float model.onnx"
+            )
+
+    return check
+
+
 def keras_check(reference: np.ndarray, pixels: np.ndarray, atol: float, found: dict[str, float]) -> Callable:
     """A check for ``export_keras``: the file, loaded by Keras 3 and by tf_keras, must match PyTorch."""
     from tumorcls.export_keras import keras_probabilities, load_keras_model
@@ -261,6 +318,9 @@ def export_checkpoint(
     data_root: str | Path | None = None,
     n_check: int = 32,
     atol: float = DEFAULT_ATOL,
+    calibration: Sequence[str | Path] | str | None = None,
+    n_calibrate: int = 128,
+    int8_min_agreement: float = DEFAULT_MIN_AGREEMENT,
 ) -> list[ExportResult]:
     """Export ``ckpt`` to each format; every file is verified before it gets its final name."""
     if not ckpt:
@@ -278,6 +338,7 @@ def export_checkpoint(
         from tumorcls.export_keras import import_keras
 
         import_keras()  # fail before any export when TensorFlow is missing
+    calibrate = calibration_images(spec, calibration, data_root, n_calibrate) if "onnx_int8" in formats else None
     parity = parity_images(spec, images, data_root, n_check)
     reference = torch_probabilities(model, parity.pixels)
     log.info("parity check on %s; tolerance %g", parity.source, atol)
@@ -287,6 +348,10 @@ def export_checkpoint(
         if fmt_name == "onnx":
             check = onnx_check(reference, parity.pixels, atol, found)
             written = export_onnx(model, path, spec, opset, overwrite, check)
+        elif fmt_name == "onnx_int8":
+            log.info("int8 calibration on %s", calibrate.source)
+            check = onnx_int8_check(reference, parity.pixels, int8_min_agreement, found)
+            written = export_onnx(model, path, spec, opset, overwrite, check, calibration=calibrate.pixels)
         else:
             from tumorcls.export_keras import export_keras
 
@@ -295,7 +360,7 @@ def export_checkpoint(
             fmt_name,
             str(written),
             written.stat().st_size,
-            max(found.values()),
+            max(v for k, v in found.items() if k != "top1_agreement"),
             len(parity.pixels),
             parity.source,
             found,
