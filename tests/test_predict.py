@@ -15,9 +15,10 @@ import torch
 
 from tests.synthetic import MARK_CENTRES, make_dataset
 from tests.tiny_model import tiny_checkpoint
-from tumorcls.backends import load_predictor, softmax
+from tumorcls.backends import TorchPredictor, load_predictor, softmax
 from tumorcls.cli import main
 from tumorcls.image_io import DecodeOptions, read_image
+from tumorcls.inference import predict_batch
 from tumorcls.labels import CLASS_NAMES
 
 assert len(MARK_CENTRES) == len(CLASS_NAMES)
@@ -106,10 +107,36 @@ def test_tta_averages_the_image_and_its_mirror(ckpt: Path, images: Path, capsys)
     _, doc, _ = predict_json(capsys, str(path), "--model", str(ckpt), "--tta")
     predictor = load_predictor(ckpt)
     img = read_image(path, DecodeOptions(size=predictor.input_size))[None]
-    expected = (predictor.predict_proba(img) + predictor.predict_proba(img[:, :, ::-1].copy())) / 2
+    # as training's TTA: softmax of the mean logits (temperature applied after averaging)
+    mean_logits = (predictor.predict_logits(img) + predictor.predict_logits(img[:, :, ::-1].copy())) / 2
+    expected = softmax(mean_logits, predictor.temperature)
     got = [doc["predictions"][0]["probabilities"][n] for n in CLASS_NAMES]
     np.testing.assert_allclose(got, expected[0], atol=1e-6)
     assert doc["tta"] is True
+
+
+def test_tta_gives_the_same_answer_from_probabilities_only(ckpt: Path, images: Path) -> None:
+    """An ONNX or Keras model gives probabilities only; TTA must still equal the checkpoint's mean-logit TTA."""
+
+    class ProbabilitiesOnly:
+        backend, class_names = "onnx", list(CLASS_NAMES)
+
+        def __init__(self, inner: TorchPredictor) -> None:
+            self.inner, self.input_size, self.temperature = inner, inner.input_size, inner.temperature
+
+        def predict_proba(self, batch: np.ndarray) -> np.ndarray:
+            return self.inner.predict_proba(batch)
+
+    predictor = load_predictor(ckpt)
+    # a temperature makes the check stricter (it applies after the mean) and keeps the tiny model's
+    # probabilities far from float underflow, where no backend that returns probabilities can recover logits
+    predictor.temperature = 40.0
+    batch = np.stack([read_image(p, DecodeOptions(size=predictor.input_size)) for p in sorted(images.rglob("*.jpg"))])
+    expected = predict_batch(predictor, batch, tta=True).probs
+    got = predict_batch(ProbabilitiesOnly(predictor), batch, tta=True).probs
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    mean_probs = (predictor.predict_proba(batch) + predictor.predict_proba(batch[:, :, ::-1].copy())) / 2
+    assert np.abs(mean_probs - expected).max() > 1e-4  # the arithmetic mean would differ
 
 
 def test_bad_files_get_one_error_line_each_and_the_rest_are_predicted(

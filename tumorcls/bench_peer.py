@@ -120,6 +120,7 @@ class Ours:
         from tumorcls.backends import OnnxPredictor, TorchPredictor
         from tumorcls.export_common import spec_for
         from tumorcls.export_onnx import onnx_bytes
+        from tumorcls.quantize_onnx import quantize_onnx_bytes
 
         self.args = args
         self.images, self.labels = images, labels
@@ -142,6 +143,10 @@ class Ours:
         onnx_path = Path(self.onnx_dir.name) / "model.onnx"
         onnx_path.write_bytes(onnx_bytes(infer_model, spec_for(infer_model)))
         self.onnx_predictor = OnnxPredictor(onnx_path, threads=args.threads)
+        # int8: calibrated on these same images (this measures speed; export.py calibrates on training images)
+        int8_path = Path(self.onnx_dir.name) / "model.int8.onnx"
+        int8_path.write_bytes(quantize_onnx_bytes(onnx_path.read_bytes(), images))
+        self.int8_predictor = OnnxPredictor(int8_path, threads=args.threads)
 
     def train(self, augment: bool) -> dict[str, Any]:
         self.model.train()
@@ -150,7 +155,7 @@ class Ours:
         return time_repeats(step, self.args.steps, self.args.warmup, self.args.repeats, self.device)
 
     def _predictor(self, backend: str) -> Any:
-        return self.torch_predictor if backend == "torch" else self.onnx_predictor
+        return {"torch": self.torch_predictor, "onnx": self.onnx_predictor, "int8": self.int8_predictor}[backend]
 
     def predict(self, backend: str) -> dict[str, Any]:
         predictor, b = self._predictor(backend), self.args.batch_size
@@ -224,10 +229,12 @@ def run_peer(args: argparse.Namespace) -> dict[str, Any]:
                 add("ours torch predict img/s", ours.predict("torch")["images_per_s"])
                 add("keras predict img/s", peer.ask(f"predict {s} {r}")["images_per_s"])
                 add("ours onnx predict img/s", ours.predict("onnx")["images_per_s"])
+                add("ours onnx int8 predict img/s", ours.predict("int8")["images_per_s"])
             if "latency" in measures:
                 add("ours torch 1-image s", ours.latency("torch", args.latency_n)["seconds"])
                 add("keras predict 1-image s", peer.ask(f"latency {args.latency_n}")["seconds"])
                 add("ours onnx 1-image s", ours.latency("onnx", args.latency_n)["seconds"])
+                add("ours onnx int8 1-image s", ours.latency("int8", args.latency_n)["seconds"])
                 add("keras model(x) 1-image s", peer.ask(f"call_latency {args.latency_n}")["seconds"])
             loads.append(os.getloadavg()[0])
     finally:
@@ -239,10 +246,15 @@ def run_peer(args: argparse.Namespace) -> dict[str, Any]:
         ratios["train (no aug) vs keras fit"] = med["ours train (no aug) img/s"] / med["keras fit img/s"]
         ratios["train (+aug) vs keras fit"] = med["ours train (+aug) img/s"] / med["keras fit img/s"]
     if "predict" in measures:
-        best_batch = max(med["ours torch predict img/s"], med["ours onnx predict img/s"])
+        best_float = max(med["ours torch predict img/s"], med["ours onnx predict img/s"])
+        ratios["inference batch (best float backend) vs keras predict"] = best_float / med["keras predict img/s"]
+        ratios["inference batch (onnx int8) vs keras predict"] = (
+            med["ours onnx int8 predict img/s"] / med["keras predict img/s"]
+        )
+        best_batch = max(best_float, med["ours onnx int8 predict img/s"])
         ratios["inference batch (best backend) vs keras predict"] = best_batch / med["keras predict img/s"]
     if "latency" in measures:
-        best_one = min(med["ours torch 1-image s"], med["ours onnx 1-image s"])
+        best_one = min(med["ours torch 1-image s"], med["ours onnx 1-image s"], med["ours onnx int8 1-image s"])
         ratios["1-image latency: keras predict / ours (best)"] = med["keras predict 1-image s"] / best_one
         ratios["1-image latency: keras model(x) / ours (best)"] = med["keras model(x) 1-image s"] / best_one
     targets = {}

@@ -98,14 +98,17 @@ def iter_batches(paths: Sequence[Path], size: int, batch_size: int = 32) -> Iter
 
 
 def predict_batch(predictor: Predictor, images: np.ndarray, tta: bool = False) -> BatchOutput:
-    """Probabilities for a uint8 RGB batch; with ``tta`` the mean over the image and its mirror image."""
+    """Probabilities for a uint8 RGB batch. With ``tta`` the image and its mirror image are combined as training
+    does (mean of the logits): for a backend that only gives probabilities, the renormalised geometric mean of the
+    probabilities, which is the same thing (log-softmax differs from the logits by one constant per image)."""
     if len(images) == 0:
         n = len(predictor.class_names)
         return BatchOutput(np.zeros((0, n)), np.zeros((0, n)) if isinstance(predictor, TorchPredictor) else None)
     views = [images, np.ascontiguousarray(images[:, :, ::-1])] if tta else [images]
     if isinstance(predictor, TorchPredictor):
-        logits = [predictor.predict_logits(v) for v in views]
-        probs = np.mean([softmax(z, predictor.temperature) for z in logits], axis=0)
-        raw = np.mean([softmax(z) for z in logits], axis=0)
-        return BatchOutput(probs, raw)
-    return BatchOutput(np.mean([predictor.predict_proba(v) for v in views], axis=0))
+        logits = np.mean([predictor.predict_logits(v) for v in views], axis=0)
+        return BatchOutput(softmax(logits, predictor.temperature), softmax(logits))
+    if len(views) == 1:
+        return BatchOutput(predictor.predict_proba(images))
+    log_probs = np.mean([np.log(np.clip(predictor.predict_proba(v), 1e-30, None)) for v in views], axis=0)
+    return BatchOutput(softmax(log_probs))
