@@ -132,3 +132,27 @@ def test_format_all_stays_exact_and_int8_is_named(int8: export_run.ExportResult,
     session = onnx_session(int8.path)
     pixels = np.zeros((2, 64, 64, 3), dtype=np.uint8)
     assert onnx_probabilities(session, pixels).shape == (2, 4)
+
+
+def test_percentile_failure_falls_back_to_min_max(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tumorcls import quantize_onnx
+
+    torch.manual_seed(0)
+    model = perturb(TumorClassifier(backbone="test_efficientnet", input_size=32, scheduler="none"))
+    fp32 = onnx_bytes(model, spec_for(model))
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    real, methods = quantize_onnx._quantize, []
+
+    def flaky(*args):
+        methods.append(args[-1])
+        if args[-1] is not None:
+            raise ValueError("Too many bins for data range. Cannot create 2048 finite-sized bins.")
+        return real(*args)
+
+    monkeypatch.setattr(quantize_onnx, "_quantize", flaky)
+    proto = onnx.load_from_string(quantize_onnx.quantize_onnx_bytes(fp32, pixels))
+    assert methods == [99.99, None]
+    quant = json.loads({p.key: p.value for p in proto.metadata_props}["quantization"])
+    assert quant["calibration"].startswith("min-max (percentile failed: Too many bins")
+    with pytest.raises(ExportError, match="needs at least 8 calibration images, got 7"):
+        quantize_onnx.quantize_onnx_bytes(fp32, pixels[:7])

@@ -272,7 +272,7 @@ def bench_train(
     args: argparse.Namespace, device: torch.device, precision: str, images: np.ndarray, labels: np.ndarray
 ) -> dict[str, Any]:
     model = prepare_model(args, device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = model.build_optimizer()  # what training uses (fused Adam where available)
     batch = host_batch(images, labels, args.batch_size, device)
     step = train_step_fn(model, optimizer, lambda: batch, device, precision)
     return time_repeats(step, args.steps, args.warmup, args.repeats, device)

@@ -127,7 +127,7 @@ class Ours:
         self.device = torch.device("cpu")
         size = images.shape[1]
         self.model = build_classifier(args.model, size, args.channels_last)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
+        self.optimizer = self.model.build_optimizer()  # what training uses (fused Adam)
         self.loaders = {
             augment: endless(
                 in_memory_datamodule(

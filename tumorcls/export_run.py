@@ -24,7 +24,7 @@ from tumorcls.lit_module import TumorClassifier
 log = logging.getLogger(__name__)
 
 DEFAULT_ATOL = 1e-4
-DEFAULT_MIN_AGREEMENT = 0.9
+DEFAULT_MIN_AGREEMENT = 0.8
 DEFAULT_NAMES = {"onnx": "model.onnx", "keras": "model.h5", "onnx_int8": "model.int8.onnx"}
 
 

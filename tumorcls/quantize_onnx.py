@@ -34,10 +34,16 @@ def _batches(pixels: np.ndarray, input_name: str, batch_size: int) -> Iterator[d
         yield {input_name: np.ascontiguousarray(chunk)}
 
 
-def quantize_onnx_bytes(
-    fp32: bytes, calibration: np.ndarray, percentile: float = DEFAULT_PERCENTILE, batch_size: int = 32
-) -> bytes:
-    """The int8 version of a tumorcls ONNX model; ``calibration`` is (N, H, W, 3) uint8 RGB."""
+def _quantize(
+    source: Path,
+    target: Path,
+    calibration: np.ndarray,
+    input_name: str,
+    batch_size: int,
+    keep_float: list[str],
+    percentile: float | None,
+) -> None:
+    """One ``quantize_static`` call: percentile calibration, or min-max when ``percentile`` is None."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -45,6 +51,35 @@ def quantize_onnx_bytes(
         QuantType,
         quantize_static,
     )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = _batches(calibration, input_name, batch_size)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    method = CalibrationMethod.MinMax if percentile is None else CalibrationMethod.Percentile
+    extra = {} if percentile is None else {"CalibPercentile": float(percentile)}
+    with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its progress
+        quantize_static(
+            str(source),
+            str(target),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=method,
+            nodes_to_exclude=keep_float,
+            extra_options=extra,
+        )
+
+
+def quantize_onnx_bytes(
+    fp32: bytes, calibration: np.ndarray, percentile: float = DEFAULT_PERCENTILE, batch_size: int = 32
+) -> bytes:
+    """The int8 version of a tumorcls ONNX model; ``calibration`` is (N, H, W, 3) uint8 RGB."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if len(calibration) < MIN_CALIBRATION_IMAGES:
@@ -60,35 +95,24 @@ def quantize_onnx_bytes(
     input_name = source.graph.input[0].name
     keep_float = [node.name for node in source.graph.node if node.op_type == "Softmax"]
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = _batches(calibration, input_name, batch_size)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.batches, None)
-
     with tempfile.TemporaryDirectory(prefix="tumorcls-int8-") as tmp:
         fp32_path, pre_path, int8_path = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         fp32_path.write_bytes(fp32)
         try:
             quant_pre_process(str(fp32_path), str(pre_path))  # shape inference + graph folding first
-            with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its progress
-                quantize_static(
-                    str(pre_path),
-                    str(int8_path),
-                    Reader(),
-                    quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    per_channel=True,
-                    calibrate_method=CalibrationMethod.Percentile,
-                    nodes_to_exclude=keep_float,
-                    extra_options={"CalibPercentile": float(percentile)},
-                )
-        except ExportError:
-            raise
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime's tools raise many types
             raise ExportError(f"int8 quantization failed: {first_line(exc)}") from None
+        calibrated = f"percentile {percentile}"
+        try:
+            _quantize(pre_path, int8_path, calibration, input_name, batch_size, keep_float, percentile)
+        except Exception as exc:  # noqa: BLE001
+            # the histogram calibrator refuses activations whose range is (nearly) a point; min-max does not
+            log.warning("percentile calibration failed (%s); calibrating with min-max instead", first_line(exc))
+            calibrated = f"min-max (percentile failed: {first_line(exc)})"
+            try:
+                _quantize(pre_path, int8_path, calibration, input_name, batch_size, keep_float, None)
+            except Exception as exc2:  # noqa: BLE001
+                raise ExportError(f"int8 quantization failed: {first_line(exc2)}") from None
         proto = onnx.load(str(int8_path))
     props = {p.key: p.value for p in source.metadata_props}
     props["quantization"] = json.dumps(
@@ -96,7 +120,7 @@ def quantize_onnx_bytes(
             "method": "onnxruntime static QDQ",
             "weights": "int8 per channel",
             "activations": "uint8",
-            "calibration": f"percentile {percentile}",
+            "calibration": calibrated,
             "calibration_images": len(calibration),
         }
     )
