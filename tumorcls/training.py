@@ -133,8 +133,10 @@ def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float])
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(flat, metrics)  # the HPARAMS tab: each run with its final metrics
+            logger.experiment.flush()  # fit and test are over: write it now, not at the writer's next timed flush
         else:
             logger.log_hyperparams({**flat, **metrics})
+            logger.save()
 
 
 def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
