@@ -22,9 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a CPU shared with other
-# processes, spinning threads wait on descheduled peers at every operator (measured on 2 busy cores: eager
-# 1-image latency 0.02 s instead of 0.07-1.6 s, batch inference 60 instead of 12-40 images/s).
+# Before torch loads OpenMP, as in tumorcls.bench (why: see there). Spinning threads would also steal the
+# Keras peer's cores between our measurements.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
@@ -140,12 +139,13 @@ class Ours:
         infer_model.load_state_dict(self.model.state_dict())
         self.torch_predictor = TorchPredictor(infer_model.eval())
         self.onnx_dir = tempfile.TemporaryDirectory(prefix="tumorcls-peer-")
+        fp32 = onnx_bytes(infer_model, spec_for(infer_model))
         onnx_path = Path(self.onnx_dir.name) / "model.onnx"
-        onnx_path.write_bytes(onnx_bytes(infer_model, spec_for(infer_model)))
+        onnx_path.write_bytes(fp32)
         self.onnx_predictor = OnnxPredictor(onnx_path, threads=args.threads)
         # int8: calibrated on these same images (this measures speed; export.py calibrates on training images)
         int8_path = Path(self.onnx_dir.name) / "model.int8.onnx"
-        int8_path.write_bytes(quantize_onnx_bytes(onnx_path.read_bytes(), images))
+        int8_path.write_bytes(quantize_onnx_bytes(fp32, images))
         self.int8_predictor = OnnxPredictor(int8_path, threads=args.threads)
 
     def train(self, augment: bool) -> dict[str, Any]:
