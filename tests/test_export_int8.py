@@ -97,6 +97,13 @@ def test_int8_calibrates_on_the_runs_train_split(run_dir: Path, synthetic_root: 
     with pytest.raises(ExportError, match=r"format=onnx_int8 needs training images to calibrate on"):
         export_checkpoint(ckpt, "onnx_int8", out=tmp_path / "a.onnx", data_root=synthetic_root)
     assert not (tmp_path / "a.onnx").exists()
+    with pytest.raises(ExportError, match=r"^calibration image '.*nowhere' not found$"):
+        export_checkpoint(ckpt, "onnx_int8", out=tmp_path / "a.onnx", calibration=tmp_path / "nowhere")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ExportError, match=r"^none of the given calibration images could be read$"):
+        export_checkpoint(ckpt, "onnx_int8", out=tmp_path / "a.onnx", calibration=tmp_path / "bad")
+    assert not (tmp_path / "a.onnx").exists()
     other = tmp_path / "run"
     (other / "checkpoints").mkdir(parents=True)
     (other / "checkpoints/best.ckpt").write_bytes(ckpt.read_bytes())

@@ -78,7 +78,7 @@ def output_paths(formats: Sequence[str], run_dir: Path, out: str | Path | None) 
 # ---------------------------------------------------------------- the pixels parity is checked on
 
 
-def _image_files(items: Sequence[str | Path]) -> list[Path]:
+def _image_files(items: Sequence[str | Path], purpose: str = "parity") -> list[Path]:
     files: list[Path] = []
     for item in items:
         path = Path(item).expanduser()
@@ -87,7 +87,7 @@ def _image_files(items: Sequence[str | Path]) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            raise ExportError(f"parity image '{path}' not found")
+            raise ExportError(f"{purpose} image '{path}' not found")
     return files
 
 
@@ -183,7 +183,7 @@ def calibration_images(
     if isinstance(images, str | Path):
         images = [images]
     if images:
-        files = _image_files(images)
+        files = _image_files(images, "calibration")
         if len(files) > n:  # evenly spread, so that every class folder contributes
             files = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, n).round().astype(int))]
         source = "given calibration images"
@@ -191,6 +191,8 @@ def calibration_images(
         files = _manifest_files(Path(spec.run_dir), data_root, n, splits=("train",)) if spec.run_dir else []
         source = "train split of the run's splits.csv"
     decoded = _decode(files, options, "calibration")
+    if not decoded and images:
+        raise ExportError("none of the given calibration images could be read")
     if not decoded:
         raise ExportError(
             "format=onnx_int8 needs training images to calibrate on: the run's splits.csv and data root were not "
