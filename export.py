@@ -12,7 +12,7 @@ from tumorcls.errors import TumorclsError
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    from tumorcls.export_run import export_checkpoint
+    from tumorcls.export.run import export_checkpoint
 
     images = OmegaConf.to_container(cfg.images) if OmegaConf.is_list(cfg.images) else cfg.images
     calibration = OmegaConf.to_container(cfg.calibration) if OmegaConf.is_list(cfg.calibration) else cfg.calibration

@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from tumorcls.errors import TumorclsError
-from tumorcls.training import run
+from tumorcls.training.run import run
 
 log = logging.getLogger("tumorcls")
 

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from tumorcls.lit_module import TumorClassifier
+from tumorcls.models.lit_module import TumorClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 

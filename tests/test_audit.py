@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tumorcls import audit
-from tumorcls.cli import main as cli_main
-from tumorcls.hashing import hamming_pairs, multi_index_pairs, near_pairs, phash
+from tumorcls.cli.main import main as cli_main
+from tumorcls.data import audit
+from tumorcls.data.hashing import hamming_pairs, multi_index_pairs, near_pairs, phash
 from tumorcls.labels import CLASS_NAMES
 
 NEAR_DISTANCE = 4

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tumorcls import bench
+from tumorcls.bench import train_eval as bench
 
 TINY = ["--device", "cpu", "--model", "test_efficientnet", "--size", "32", "--batch-size", "4", "--steps", "2"]
 TINY += ["--warmup", "1", "--repeats", "2", "--images", "8", "--threads", "2"]
@@ -84,7 +84,7 @@ def test_bf16_autocast_is_used_only_when_asked() -> None:
 
 
 def test_peer_comparison_without_the_keras_interpreter_is_a_one_line_error(tmp_path: Path, capsys) -> None:
-    from tumorcls import bench_peer
+    from tumorcls.bench import peer as bench_peer
 
     args = ["--keras-python", str(tmp_path / "no-python"), "--model", "test_efficientnet", "--size", "32"]
     args += ["--batch-size", "2", "--steps", "1", "--data", str(tmp_path / "no-data")]

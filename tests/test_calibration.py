@@ -14,15 +14,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tests.test_train_cli import small_run_args, train
 from tests.tiny_model import synthetic_batch, tiny_checkpoint
-from tumorcls.backends import TorchPredictor, load_predictor, softmax
-from tumorcls.calibration import (
+from tumorcls.evaluation.calibration import (
     CHECKPOINT_KEY,
     calibrate_checkpoint_on_loader,
     expected_calibration_error,
     fit_temperature,
     store_temperature,
 )
-from tumorcls.checkpoint import load_classifier
+from tumorcls.inference.backends import TorchPredictor, load_predictor, softmax
+from tumorcls.models.checkpoint import load_classifier
 
 
 def test_ece_by_hand() -> None:
@@ -91,7 +91,7 @@ def test_training_calibrates_the_best_checkpoint_and_it_still_resumes(synthetic_
 
 
 def test_degenerate_validation_sets_give_a_clipped_temperature() -> None:
-    from tumorcls.calibration import TEMPERATURE_RANGE, fit_temperature
+    from tumorcls.evaluation.calibration import TEMPERATURE_RANGE, fit_temperature
 
     logits = np.array([[0.01, 0.0, 0.0, 0.0]] * 4)  # nearly uniform and always right: NLL falls as T -> 0
     assert fit_temperature(logits, np.zeros(4, dtype=int)) == TEMPERATURE_RANGE[0]

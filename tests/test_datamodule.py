@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from tests.synthetic import MARK_CENTRES, make_dataset
-from tumorcls.datamodule import TumorDataModule
+from tumorcls.data.datamodule import TumorDataModule
+from tumorcls.data.transforms import denormalize
 from tumorcls.errors import DatasetError
-from tumorcls.transforms import denormalize
 
 AUG = [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}]
 

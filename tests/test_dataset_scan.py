@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.synthetic import make_dataset
-from tumorcls.dataset_scan import scan_dataset
+from tumorcls.data.scan import scan_dataset
 from tumorcls.errors import DatasetError
 from tumorcls.labels import CLASS_NAMES
 

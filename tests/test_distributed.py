@@ -14,8 +14,8 @@ import torch
 from tests.synthetic import make_dataset
 from tests.test_train_cli import _compose, small_run_args, train
 from tumorcls.atomic_io import atomic_write_json
-from tumorcls.checkpoint import load_classifier
-from tumorcls.datamodule import TumorDataModule
+from tumorcls.data.datamodule import TumorDataModule
+from tumorcls.models.checkpoint import load_classifier
 
 WORLD_SIZE = 2
 # official protocol: 10 Training images per class, 30% of them (3 per class) for validation; 3 Testing per

@@ -12,7 +12,7 @@ import pytest
 
 from tests.synthetic import make_dataset
 from tests.tiny_model import tiny_checkpoint
-from tumorcls.cli import main
+from tumorcls.cli.main import main
 from tumorcls.labels import CLASS_NAMES
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -67,10 +67,10 @@ def test_alias_folder_names_and_unreadable_files(ckpt: Path, kaggle_root: Path, 
 
 
 def test_temperature_is_used_and_the_uncalibrated_ece_reported(ckpt: Path, kaggle_root: Path, tmp_path: Path) -> None:
-    from tumorcls.calibration import store_temperature
-    from tumorcls.checkpoint import load_classifier
-    from tumorcls.export_common import spec_for
-    from tumorcls.export_onnx import export_onnx
+    from tumorcls.evaluation.calibration import store_temperature
+    from tumorcls.export.spec import spec_for
+    from tumorcls.export.to_onnx import export_onnx
+    from tumorcls.models.checkpoint import load_classifier
 
     hot = tmp_path / "hot.ckpt"
     shutil.copy(ckpt, hot)

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from tests.export_fixtures import make_checkpoint, perturb, write_splits
-from tumorcls import export_run
-from tumorcls.backends import load_predictor
 from tumorcls.errors import ExportError
-from tumorcls.export_common import spec_for
-from tumorcls.export_graph import Conv2dSame, PooledSqueezeExcite, StaticSameConv2d, same_padding, static_network
-from tumorcls.export_onnx import onnx_bytes
-from tumorcls.export_run import export_checkpoint, onnx_probabilities, onnx_session, torch_probabilities
-from tumorcls.lit_module import TumorClassifier
+from tumorcls.export import run as export_run
+from tumorcls.export.run import export_checkpoint, onnx_probabilities, onnx_session, torch_probabilities
+from tumorcls.export.spec import spec_for
+from tumorcls.export.static_graph import Conv2dSame, PooledSqueezeExcite, StaticSameConv2d, same_padding, static_network
+from tumorcls.export.to_onnx import onnx_bytes
+from tumorcls.inference.backends import load_predictor
+from tumorcls.models.lit_module import TumorClassifier
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_format_all_stays_exact_and_int8_is_named(int8: export_run.ExportResult,
 
 
 def test_percentile_failure_falls_back_to_min_max(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tumorcls import quantize_onnx
+    from tumorcls.export import int8 as quantize_onnx
 
     torch.manual_seed(0)
     model = perturb(TumorClassifier(backbone="test_efficientnet", input_size=32, scheduler="none"))

@@ -16,15 +16,16 @@ pytest.importorskip("tf_keras", reason="the Keras export needs the [keras] extra
 import h5py  # noqa: E402
 
 from tests.export_fixtures import make_checkpoint, perturb, write_splits  # noqa: E402
-from tumorcls import export_keras, export_run  # noqa: E402
-from tumorcls.backends import load_predictor  # noqa: E402
-from tumorcls.checkpoint import load_classifier  # noqa: E402
 from tumorcls.errors import ExportError  # noqa: E402
-from tumorcls.export_common import spec_for  # noqa: E402
-from tumorcls.export_keras import build_keras_model, keras_probabilities, load_keras_model  # noqa: E402
-from tumorcls.export_run import export_checkpoint, torch_probabilities  # noqa: E402
+from tumorcls.export import run as export_run  # noqa: E402
+from tumorcls.export import to_keras as export_keras  # noqa: E402
+from tumorcls.export.run import export_checkpoint, torch_probabilities  # noqa: E402
+from tumorcls.export.spec import spec_for  # noqa: E402
+from tumorcls.export.to_keras import build_keras_model, keras_probabilities, load_keras_model  # noqa: E402
+from tumorcls.inference.backends import load_predictor  # noqa: E402
 from tumorcls.labels import CLASS_NAMES  # noqa: E402
-from tumorcls.lit_module import TumorClassifier  # noqa: E402
+from tumorcls.models.checkpoint import load_classifier  # noqa: E402
+from tumorcls.models.lit_module import TumorClassifier  # noqa: E402
 
 STANDARD_LAYERS = {
     "InputLayer",

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from tests.export_fixtures import REPO, export_cli, make_checkpoint, write_splits
-from tumorcls import export_run
-from tumorcls.backends import load_predictor
-from tumorcls.checkpoint import load_classifier
 from tumorcls.errors import CheckpointError, ExportError
-from tumorcls.export_run import export_checkpoint, onnx_probabilities, onnx_session, torch_probabilities
+from tumorcls.export import run as export_run
+from tumorcls.export.run import export_checkpoint, onnx_probabilities, onnx_session, torch_probabilities
+from tumorcls.inference.backends import load_predictor
 from tumorcls.labels import CLASS_NAMES
+from tumorcls.models.checkpoint import load_classifier
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_keras_without_tensorflow_is_one_line(run_dir: Path, monkeypatch: pytest
 
 def test_training_and_export_code_do_not_import_tensorflow() -> None:
     code = (
-        "import sys, tumorcls.training, tumorcls.export_run, tumorcls.export_keras, tumorcls.backends;"
+        "import sys, tumorcls.training.run, tumorcls.export.run, tumorcls.export.to_keras, tumorcls.inference.backends;"
         "sys.exit(int('tensorflow' in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120).returncode == 0

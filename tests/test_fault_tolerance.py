@@ -18,10 +18,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tests.synthetic import make_dataset
 from tests.test_train_cli import REPO, small_run_args, train
 from tumorcls.atomic_io import atomic_write, atomic_write_json
-from tumorcls.checkpoint import load_classifier
-from tumorcls.datamodule import TumorDataModule
+from tumorcls.data.datamodule import TumorDataModule
 from tumorcls.errors import TrainingDivergedError
-from tumorcls.lit_module import TumorClassifier
+from tumorcls.models.checkpoint import load_classifier
+from tumorcls.models.lit_module import TumorClassifier
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from PIL import Image
 
 from tests.synthetic import MARK_CENTRES
 from tests.tiny_model import SIDE, synthetic_batch, tiny_checkpoint
-from tumorcls.backends import load_predictor
-from tumorcls.cli import main
-from tumorcls.gradcam import GradCamExplainer, cam_peak, target_layer
+from tumorcls.cli.main import main
+from tumorcls.inference.backends import load_predictor
+from tumorcls.inference.gradcam import GradCamExplainer, cam_peak, target_layer
 from tumorcls.labels import CLASS_NAMES
 
 # test_efficientnet's last map is 2x2 at 64 px and every cell sees the whole image, so the stride-8
@@ -49,7 +49,7 @@ def test_default_layer_is_the_final_feature_map() -> None:
     import timm
     from torch import nn
 
-    from tumorcls.network import TumorNet
+    from tumorcls.models.network import TumorNet
 
     net = TumorNet(timm.create_model("test_efficientnet", num_classes=0), 4)
     assert target_layer(net) is net.backbone.bn2

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from tests.synthetic import synthetic_image
-from tumorcls.hashing import connected_groups, duplicate_groups, hamming_pairs, phash
+from tumorcls.data.hashing import connected_groups, duplicate_groups, hamming_pairs, phash
 
 
 def test_phash_is_stable_under_resize_and_differs_between_images() -> None:

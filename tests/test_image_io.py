@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tumorcls.image_io import DecodeOptions, ImageDecodeError, decode_image, read_image
+from tumorcls.data.decode import DecodeOptions, ImageDecodeError, decode_image, read_image
 
 
 def _png_bytes(img: Image.Image) -> bytes:

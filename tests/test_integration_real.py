@@ -8,10 +8,10 @@ import lightning as L
 import numpy as np
 import pytest
 
-from tumorcls.datamodule import TumorDataModule
-from tumorcls.hashing import duplicate_groups
-from tumorcls.lit_module import TumorClassifier
-from tumorcls.splits import make_splits
+from tumorcls.data.datamodule import TumorDataModule
+from tumorcls.data.hashing import duplicate_groups
+from tumorcls.data.splits import make_splits
+from tumorcls.models.lit_module import TumorClassifier
 
 pytestmark = pytest.mark.integration
 

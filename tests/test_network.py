@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from tumorcls.errors import WeightsError
-from tumorcls.lit_module import TumorClassifier
-from tumorcls.network import create_network
+from tumorcls.models.lit_module import TumorClassifier
+from tumorcls.models.network import create_network
 
 
 def test_forward_backward_shapes_and_head() -> None:

@@ -15,10 +15,10 @@ import torch
 
 from tests.synthetic import MARK_CENTRES, make_dataset
 from tests.tiny_model import tiny_checkpoint
-from tumorcls.backends import TorchPredictor, load_predictor, softmax
-from tumorcls.cli import main
-from tumorcls.image_io import DecodeOptions, read_image
-from tumorcls.inference import predict_batch
+from tumorcls.cli.main import main
+from tumorcls.data.decode import DecodeOptions, read_image
+from tumorcls.inference.backends import TorchPredictor, load_predictor, softmax
+from tumorcls.inference.batching import predict_batch
 from tumorcls.labels import CLASS_NAMES
 
 assert len(MARK_CENTRES) == len(CLASS_NAMES)
@@ -38,9 +38,9 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def onnx_model(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tumorcls.checkpoint import load_classifier
-    from tumorcls.export_common import spec_for
-    from tumorcls.export_onnx import export_onnx
+    from tumorcls.export.spec import spec_for
+    from tumorcls.export.to_onnx import export_onnx
+    from tumorcls.models.checkpoint import load_classifier
 
     model = load_classifier(ckpt)
     return export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx", spec_for(model, ckpt))
@@ -192,7 +192,7 @@ def test_cam_needs_a_checkpoint(onnx_model: Path, images: Path, tmp_path: Path, 
 
 
 def test_temperature_in_the_checkpoint_is_applied(ckpt: Path, images: Path, tmp_path: Path, capsys) -> None:
-    from tumorcls.calibration import store_temperature
+    from tumorcls.evaluation.calibration import store_temperature
 
     hot = tmp_path / "hot.ckpt"
     shutil.copy(ckpt, hot)
@@ -228,8 +228,8 @@ def test_cuda_without_a_gpu_is_one_line(ckpt: Path, images: Path, capsys: pytest
 
 
 def test_an_invalid_stored_temperature_is_refused(ckpt: Path, tmp_path: Path) -> None:
-    from tumorcls.checkpoint import load_classifier
     from tumorcls.errors import CheckpointError
+    from tumorcls.models.checkpoint import load_classifier
 
     bad = torch.load(ckpt, weights_only=True)
     bad["tumorcls"] = {"temperature": -1.0}  # would silently reverse the class ranking

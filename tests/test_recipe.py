@@ -14,12 +14,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from tests.test_train_cli import REPO, small_run_args, train
-from tumorcls.aggregate import aggregate, find_metrics
-from tumorcls.checkpoint import load_classifier
-from tumorcls.datamodule import TumorDataModule
+from tumorcls.data.datamodule import TumorDataModule
+from tumorcls.data.splits import make_splits
 from tumorcls.errors import DatasetError, TumorclsError
-from tumorcls.lit_module import TumorClassifier
-from tumorcls.splits import make_splits
+from tumorcls.evaluation.aggregate import aggregate, find_metrics
+from tumorcls.models.checkpoint import load_classifier
+from tumorcls.models.lit_module import TumorClassifier
 
 
 def test_kfold_puts_every_item_in_exactly_one_test_fold_and_keeps_groups_whole() -> None:
@@ -148,7 +148,7 @@ def test_kfold_multirun_then_aggregate_through_the_cli(synthetic_root: Path, tmp
     tests = [json.loads((sweep / j / "metrics.json").read_text()) for j in ("0", "1")]
     assert [t["config"]["data"]["fold"] for t in tests] == [0, 1]
     assert sum(t["n"] for t in tests) == 64  # every synthetic image is tested exactly once
-    from tumorcls.cli import main
+    from tumorcls.cli.main import main
 
     assert main(["aggregate", str(sweep), "--json", str(tmp_path / "summary.json")]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())

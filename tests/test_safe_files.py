@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import ImageFile
 
-from tumorcls.checkpoint import load_classifier
+from tumorcls.data.decode import DecodeOptions, ImageDecodeError, decode_image, read_image
 from tumorcls.errors import CheckpointError
-from tumorcls.image_io import DecodeOptions, ImageDecodeError, decode_image, read_image
 from tumorcls.labels import CLASS_NAMES
-from tumorcls.lit_module import TumorClassifier
+from tumorcls.models.checkpoint import load_classifier
+from tumorcls.models.lit_module import TumorClassifier
 
 # ------------------------------------------------------------------------------------------- checkpoints
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tumorcls.splits import make_splits
+from tumorcls.data.splits import make_splits
 
 
 @pytest.fixture

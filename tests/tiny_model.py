@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.synthetic import synthetic_image
-from tumorcls.backends import TorchPredictor
-from tumorcls.lit_module import TumorClassifier
+from tumorcls.inference.backends import TorchPredictor
+from tumorcls.models.lit_module import TumorClassifier
 
 SIDE = 64
 

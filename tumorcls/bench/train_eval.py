@@ -1,0 +1,518 @@
+"""Throughput benchmark: training and evaluation images/s, the data pipeline alone, and the tutorial's
+training recipe timed end to end.
+
+    python -m tumorcls.bench.train_eval [--device auto|cpu|cuda] [--parts train,eval,data,recipe] [--json OUT]
+
+Every figure is the median of ``--repeats`` timed runs of ``--steps`` batches after ``--warmup`` untimed
+ones, measured in this one process. Not a test: timings belong here, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a CPU shared with other
+# processes, spinning threads wait on descheduled peers at every operator (measured on 2 busy cores: eager
+# 1-image latency 0.02 s instead of 0.07-1.6 s, batch inference 60 instead of 12-40 images/s).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import torch
+
+from tumorcls.atomic_io import atomic_write_json
+from tumorcls.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tumorcls.errors import TumorclsError
+from tumorcls.labels import CLASS_NAMES
+
+log = logging.getLogger(__name__)
+
+PARTS = ("train", "eval", "data", "recipe")
+PRECISIONS = ("auto", "32", "bf16")
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# the tutorial: 3264 images pooled, 90 % for training of which Keras's validation_split=0.1 holds out 10 %
+RECIPE_TRAIN_IMAGES = 2643
+RECIPE_VAL_IMAGES = 294
+
+
+class BenchError(TumorclsError):
+    """A benchmark that cannot run as asked (no CUDA, unknown part, bad option)."""
+
+
+# ----------------------------------------------------------------------------------------------- setup
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda asked for, but torch sees no CUDA device (torch.cuda.is_available() is False)")
+    if name not in ("cpu", "cuda"):
+        raise BenchError(f"unknown --device {name!r}; choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 autocast on CUDA, float32 on CPU (as the training config does)."""
+    if precision not in PRECISIONS:
+        raise BenchError(f"unknown --precision {precision!r}; choose one of {list(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def parse_parts(text: str) -> list[str]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise BenchError(f"unknown --parts {unknown or text!r}; choose from {list(PARTS)} (comma-separated)")
+    return parts
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def synthetic_images(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` uint8 RGB images (noise: the pixels' content does not change any timing) and balanced labels."""
+    rng = np.random.default_rng(seed)
+    gray = rng.integers(0, 256, size=(n, size, size, 1), dtype=np.uint8)
+    labels = np.arange(n, dtype=np.int64) % len(CLASS_NAMES)
+    return np.ascontiguousarray(np.repeat(gray, 3, axis=3)), labels
+
+
+def load_images(root: str | os.PathLike, size: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Real images of a Kaggle-layout folder, decoded once at ``size`` (the first ``limit`` files)."""
+    from tumorcls.data.cache import decode_records
+    from tumorcls.data.decode import DecodeOptions
+    from tumorcls.data.scan import SOURCE_SPLITS, scan_dataset
+
+    records = scan_dataset(Path(root).expanduser(), SOURCE_SPLITS).records
+    if limit:
+        step = max(1, len(records) // limit)  # spread over classes and splits
+        records = records[::step][:limit]
+    decoded = decode_records(records, DecodeOptions(size))
+    return decoded.images, decoded.labels
+
+
+def bench_images(args: argparse.Namespace, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+    if args.data:
+        images, labels = load_images(args.data, args.size, n)
+        return images, labels, f"real:{args.data}"
+    images, labels = synthetic_images(n, args.size)
+    return images, labels, "synthetic"
+
+
+def default_train_augmentations() -> list[Any]:
+    """The configured training augmentation (conf/data/default.yaml's ``train_augmentations``)."""
+    from omegaconf import OmegaConf
+
+    path = CONF_DIR / "data" / "default.yaml"
+    if not path.is_file():
+        raise BenchError(f"cannot find the data config '{path}' (run from a source checkout)")
+    return OmegaConf.to_container(OmegaConf.load(path).train_augmentations)
+
+
+def in_memory_datamodule(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    size: int,
+    batch_size: int,
+    num_workers: int | str = "auto",
+    augment: bool = True,
+    pin_memory: bool | None = None,
+) -> Any:
+    """A TumorDataModule serving already-decoded arrays (its own transforms, loaders and seeding),
+    as it would after ``setup`` on a dataset folder."""
+    from tumorcls.data.datamodule import ArrayDataset, TumorDataModule
+
+    dm = TumorDataModule(
+        root=".",
+        size=size,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        train_augmentations=default_train_augmentations() if augment else (),
+    )
+    dm.datasets = {
+        "train": ArrayDataset(train[0], train[1], dm.train_transform),
+        "val": ArrayDataset(val[0], val[1], dm.eval_transform),
+        "test": ArrayDataset(val[0], val[1], dm.eval_transform),
+    }
+    return dm
+
+
+def endless(loader: Any) -> Iterator[Any]:
+    while True:
+        yield from loader
+
+
+# ----------------------------------------------------------------------------------------------- timing
+
+
+def time_repeats(
+    step: Callable[[], int], steps: int, warmup: int, repeats: int, device: torch.device
+) -> dict[str, Any]:
+    """Images/s of ``step`` (which returns the images it handled): median over ``repeats`` runs of ``steps``."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        n = sum(step() for _ in range(steps))
+        synchronize(device)
+        rates.append(n / (time.perf_counter() - start))
+    return {"images_per_s": round(statistics.median(rates), 2), "repeats": [round(r, 2) for r in rates]}
+
+
+def build_classifier(model_name: str, size: int, channels_last: bool) -> Any:
+    """Our TumorClassifier (random weights: speed does not depend on them)."""
+    from tumorcls.models.lit_module import TumorClassifier
+
+    logging.getLogger("tumorcls.models.network").setLevel(logging.ERROR)  # the random-init warning is expected here
+    return TumorClassifier(
+        backbone=model_name, pretrained=False, weights=None, channels_last=channels_last, input_size=size
+    )
+
+
+def host_batch(images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device):
+    """One normalised batch in host memory, pinned when it is bound for a GPU."""
+    idx = np.arange(batch_size) % len(images)
+    x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = ((x - mean) / std).contiguous()
+    y = torch.from_numpy(labels[idx]).long()
+    if device.type == "cuda":
+        x, y = x.pin_memory(), y.pin_memory()
+    return x, y
+
+
+def prepare_model(args: argparse.Namespace, device: torch.device) -> Any:
+    model = build_classifier(args.model, args.size, args.channels_last).to(device)
+    if args.compile:
+        # reduce-overhead: CUDA graphs, for small batches whose step is bound by kernel launches
+        model.net = torch.compile(model.net, mode=None if args.compile_mode == "default" else args.compile_mode)
+    return model
+
+
+def train_step_fn(
+    model: Any, optimizer: torch.optim.Optimizer, batches: Callable[[], tuple], device: torch.device, precision: str
+) -> Callable[[], int]:
+    """One full optimizer step: host->device copy, forward, cross-entropy, backward, Adam step."""
+
+    def step() -> int:
+        x, y = batches()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device, precision):
+            logits = model(x)
+        loss = model._loss(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return len(y)
+
+    return step
+
+
+def bench_train(
+    args: argparse.Namespace, device: torch.device, precision: str, images: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
+    model = prepare_model(args, device).train()
+    optimizer = model.build_optimizer()  # what training uses (fused Adam where available)
+    batch = host_batch(images, labels, args.batch_size, device)
+    step = train_step_fn(model, optimizer, lambda: batch, device, precision)
+    return time_repeats(step, args.steps, args.warmup, args.repeats, device)
+
+
+def eval_step_fn(model: Any, batch: tuple, device: torch.device, precision: str) -> Callable[[], int]:
+    def step() -> int:
+        x = batch[0].to(device, non_blocking=True)
+        with torch.inference_mode(), autocast(device, precision):
+            model(x)
+        return len(x)
+
+    return step
+
+
+def bench_eval(
+    args: argparse.Namespace, device: torch.device, precision: str, images: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
+    model = prepare_model(args, device).eval()
+    batch = host_batch(images, labels, args.eval_batch_size or args.batch_size, device)
+    return time_repeats(eval_step_fn(model, batch, device, precision), args.steps, args.warmup, args.repeats, device)
+
+
+def parse_workers(text: str) -> list[int]:
+    from tumorcls.data.datamodule import resolve_num_workers
+
+    try:
+        return [resolve_num_workers(w.strip()) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise BenchError(f"bad --workers {text!r}: a comma-separated list of counts or 'auto'") from None
+
+
+def bench_data(args: argparse.Namespace, device: torch.device, images: np.ndarray, labels: np.ndarray) -> dict:
+    """Augmentation + collation from the decoded in-memory array, per worker count (pinned on CUDA)."""
+    results: dict[str, Any] = {}
+    for workers in parse_workers(args.workers):
+        dm = in_memory_datamodule((images, labels), (images, labels), args.size, args.batch_size, workers)
+        batches = endless(dm.train_dataloader())
+
+        def step(batches: Iterator[Any] = batches) -> int:
+            return len(next(batches)[1])
+
+        results[f"workers={workers}"] = time_repeats(step, args.steps, args.warmup, args.repeats, device)
+        del batches, step  # shuts the persistent workers down
+    best = max(results.values(), key=lambda r: r["images_per_s"])
+    return {"images_per_s": best["images_per_s"], "by_workers": results}
+
+
+def bench_recipe(args: argparse.Namespace, device: torch.device, precision: str) -> dict[str, Any]:
+    """The tutorial's recipe (``--recipe-epochs`` epochs, validation after each) as a real Lightning fit on
+    data already decoded in memory; times ``trainer.fit`` alone."""
+    import lightning as L
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from tumorcls.data.datamodule import TumorDataModule
+
+    decode_seconds = None
+    if args.data:
+        start = time.perf_counter()
+        dm = TumorDataModule(
+            root=args.data,
+            protocol="official",
+            size=args.size,
+            batch_size=args.batch_size,
+            num_workers=args.recipe_workers,
+            train_augmentations=default_train_augmentations(),
+        )
+        dm.setup("fit")
+        decode_seconds = round(time.perf_counter() - start, 2)
+        source = f"real:{args.data}"
+    else:
+        images, labels = synthetic_images(args.recipe_train_images + args.recipe_val_images, args.size, seed=1)
+        n = args.recipe_train_images
+        dm = in_memory_datamodule(
+            (images[:n], labels[:n]), (images[n:], labels[n:]), args.size, args.batch_size, args.recipe_workers
+        )
+        source = "synthetic"
+    model = prepare_model(args, device)
+    profile_dir = tempfile.TemporaryDirectory(prefix="tumorcls-bench-") if args.recipe_profile else None
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        precision="bf16-mixed" if precision == "bf16" else "32-true",
+        max_epochs=args.recipe_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        benchmark=device.type == "cuda",
+        profiler=SimpleProfiler(profile_dir.name, "recipe") if profile_dir else None,
+    )
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=dm)
+    synchronize(device)
+    fit_seconds = time.perf_counter() - start
+    n_train, n_val = len(dm.datasets["train"]), len(dm.datasets["val"])
+    profile = None
+    if profile_dir is not None:
+        profile = "".join(p.read_text() for p in sorted(Path(profile_dir.name).glob("*.txt")))
+        profile_dir.cleanup()
+    return {
+        "fit_seconds": round(fit_seconds, 2),
+        "epochs": trainer.current_epoch,
+        "train_images": n_train,
+        "val_images": n_val,
+        "train_images_per_s_incl_val": round(n_train * args.recipe_epochs / fit_seconds, 2),
+        "num_workers": dm.num_workers,
+        "decode_seconds": decode_seconds,
+        "source": source,
+        "profile": profile,
+    }
+
+
+# ----------------------------------------------------------------------------------------------- driver
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    parts = parse_parts(args.parts)
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    config = {k: v for k, v in vars(args).items() if k not in ("func",)}
+    config.update(device=str(device), precision=precision)
+    result: dict[str, Any] = {"machine": machine_info(device), "config": config}
+    images, labels, source = (None, None, None)
+    if any(p in parts for p in ("train", "eval", "data")):
+        images, labels, source = bench_images(args, args.images)
+        result["config"]["images_source"] = source
+    for part in parts:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        log.info("benchmark part %s on %s (%s)", part, device, precision)
+        if part == "train":
+            out = bench_train(args, device, precision, images, labels)
+        elif part == "eval":
+            out = bench_eval(args, device, precision, images, labels)
+        elif part == "data":
+            out = bench_data(args, device, images, labels)
+        else:
+            out = bench_recipe(args, device, precision)
+        out["peak_rss_mib"] = peak_rss_mib()
+        out["peak_gpu_mib"] = (
+            round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+        )
+        result[part] = out
+    result["machine"]["load_average_end"] = result["machine"]["load_average"] and list(os.getloadavg())
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    m, c = result["machine"], result["config"]
+    lines = [
+        f"tumorcls bench  {m['date']}  {m['platform']}  {m['nproc']} CPUs ({m['cpu_model']})  "
+        f"GPU: {m['gpu'] or 'none'}  torch {m['torch']}  load {m['load_average']}",
+        f"model {c['model']}  size {c['size']}  batch {c['batch_size']}  device {c['device']}  "
+        f"precision {c['precision']}  channels_last {c['channels_last']}  compile {c['compile']}  "
+        f"threads {m['torch_threads']}",
+        f"{'part':<28}{'images/s':>12}{'peak RSS MiB':>14}{'peak GPU MiB':>14}",
+    ]
+
+    def row(name: str, rate: Any, part: dict) -> None:
+        gpu = part.get("peak_gpu_mib")
+        lines.append(f"{name:<28}{rate:>12}{part['peak_rss_mib']:>14}{'-' if gpu is None else gpu:>14}")
+
+    for part in ("train", "eval"):
+        if part in result:
+            row(part, result[part]["images_per_s"], result[part])
+    if "data" in result:
+        for name, timing in result["data"]["by_workers"].items():
+            row(f"data ({name})", timing["images_per_s"], result["data"])
+    if "recipe" in result:
+        r = result["recipe"]
+        row(f"recipe fit ({r['epochs']} ep): {r['fit_seconds']} s", r["train_images_per_s_incl_val"], r)
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--parts", default="train,eval,data", help=f"comma-separated, from {','.join(PARTS)}")
+    parser.add_argument("--model", default="tf_efficientnet_b0", help="timm model name")
+    parser.add_argument("--size", type=int, default=150, help="image side in pixels")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--eval-batch-size", type=int, default=None, help="default: --batch-size")
+    parser.add_argument("--steps", type=int, default=20, help="batches per timed repeat")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (the median is reported)")
+    parser.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, 32 on CPU) | 32 | bf16")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument(
+        "--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--images", type=int, default=256, help="images held in memory for train/eval/data")
+    parser.add_argument("--data", default=None, help="dataset ROOT (Kaggle layout): decode real images")
+    parser.add_argument("--workers", default="auto", help="data part: DataLoader worker counts, e.g. 0,4,8")
+    parser.add_argument("--recipe-epochs", type=int, default=12)
+    parser.add_argument("--recipe-train-images", type=int, default=RECIPE_TRAIN_IMAGES)
+    parser.add_argument("--recipe-val-images", type=int, default=RECIPE_VAL_IMAGES)
+    parser.add_argument("--recipe-workers", default="auto", help="recipe DataLoader workers (auto as training)")
+    parser.add_argument("--recipe", action="store_true", help="shorthand: add 'recipe' to --parts")
+    parser.add_argument("--recipe-profile", action="store_true", help="Lightning's SimpleProfiler over the fit")
+    parser.add_argument("--json", default=None, help="write the results here (JSON)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.recipe and "recipe" not in args.parts.split(","):
+        args.parts = f"{args.parts},recipe"
+    if min(args.steps, args.repeats, args.batch_size, args.images) < 1 or args.warmup < 0:
+        raise BenchError("--steps, --repeats, --batch-size and --images must be >= 1, --warmup >= 0")
+    result = run_bench(args)
+    print(format_table(result))
+    if result.get("recipe", {}).get("profile"):
+        print(result["recipe"]["profile"])
+    if args.json:
+        atomic_write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tumorcls.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no fit banners between the figures
+    try:
+        return run(args)
+    except TumorclsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""LightningDataModule: decode the dataset once into memory, split it by protocol, serve augmented tensors."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset
+
+from tumorcls.data.cache import DecodedImages, decode_records
+from tumorcls.data.decode import DEFAULT_MAX_PIXELS, DecodeOptions
+from tumorcls.data.hashing import duplicate_groups
+from tumorcls.data.scan import SOURCE_SPLITS, scan_dataset
+from tumorcls.data.splits import PROTOCOLS, SPLITS, make_splits, write_manifest
+from tumorcls.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from tumorcls.errors import DatasetError
+from tumorcls.labels import CLASS_NAMES
+
+log = logging.getLogger(__name__)
+
+
+def resolve_num_workers(num_workers: int | str) -> int:
+    """``auto``: no worker processes on CPU-only machines, where augmentation costs far less than a
+    training step and workers only steal cores from it; up to 8 when a GPU has to be fed."""
+    if num_workers != "auto":
+        return int(num_workers)
+    if not torch.cuda.is_available():
+        return 0
+    return min(8, max(1, (os.cpu_count() or 2) - 1))
+
+
+def _seed_worker_transform(worker_id: int) -> None:
+    """Give each DataLoader worker its own augmentation stream, derived from the torch seed: albumentations'
+    Compose keeps a private RNG that global seeding does not reach."""
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        info.dataset.transform.set_random_seed(info.seed % 2**32)
+
+
+class ArrayDataset(Dataset):
+    """Items of an in-memory uint8 image array, transformed on access."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose) -> None:
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(image=self.images[i])["image"], int(self.labels[i])
+
+
+class TumorDataModule(L.LightningDataModule):
+    """Brain MRI slices in the Kaggle layout ``root/{Training,Testing}/<class>/*``.
+
+    Images are decoded once, at ``size`` x ``size``, in ``setup``; epochs only augment.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike = "data/brain-tumor-classification-mri",
+        protocol: str = "official",
+        size: int = 150,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int | str = "auto",
+        pin_memory: bool | None = None,
+        split_seed: int = 101,
+        test_fraction: float = 0.1,
+        val_fraction: float = 0.1,
+        near_dup_distance: int | None = 4,
+        num_folds: int | None = None,
+        fold: int = 0,
+        train_augmentations: Sequence[Any] = (),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        interpolation: str = "linear",
+        min_image_side: int = 16,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        manifest_path: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        if protocol not in PROTOCOLS:
+            raise DatasetError(f"unknown data.protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
+        self.root = Path(root).expanduser()
+        self.protocol = protocol
+        self.size = size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = resolve_num_workers(num_workers)
+        self.pin_memory = pin_memory
+        self.split_seed = split_seed
+        self.test_fraction = test_fraction
+        self.val_fraction = val_fraction
+        self.near_dup_distance = near_dup_distance
+        if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
+            raise DatasetError(f"data.fold={fold} of data.num_folds={num_folds}: need num_folds >= 2, 0 <= fold < it")
+        if num_folds is not None and protocol != "grouped":
+            raise DatasetError("k-fold cross-validation (data.num_folds) needs data.protocol=grouped")
+        self.num_folds, self.fold = num_folds, fold
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.decode_options = DecodeOptions(size, interpolation, min_image_side, max_pixels)
+        self.manifest_path = Path(manifest_path) if manifest_path else None
+        self.train_transform = build_transforms(size, train_augmentations, self.mean, self.std)
+        self.eval_transform = build_transforms(size, (), self.mean, self.std)
+        self.class_names = CLASS_NAMES
+        self.decoded: DecodedImages | None = None
+        self.split: np.ndarray | None = None
+        self.groups: np.ndarray | None = None
+        self.datasets: dict[str, ArrayDataset] = {}
+        self.skipped_files = 0
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        scan = scan_dataset(self.root, SOURCE_SPLITS)
+        decoded = decode_records(scan.records, self.decode_options)
+        self.skipped_files = len(scan.skipped) + len(decoded.failures)
+        groups = duplicate_groups(
+            decoded.sha256, decoded.phashes, self.near_dup_distance if self.protocol == "grouped" else None
+        )
+        split = make_splits(
+            self.protocol,
+            decoded.labels,
+            [r.source for r in decoded.records],
+            seed=self.split_seed,
+            test_fraction=self.test_fraction,
+            val_fraction=self.val_fraction,
+            groups=groups,
+            num_folds=self.num_folds,
+            fold=self.fold,
+        )
+        for name in SPLITS:
+            if not np.any(split == name):
+                raise DatasetError(f"the '{self.protocol}' protocol left the {name} split empty ({len(split)} images)")
+        self.decoded, self.split, self.groups = decoded, split, groups
+        for name in SPLITS:
+            idx = np.flatnonzero(split == name)
+            transform = self.train_transform if name == "train" else self.eval_transform
+            self.datasets[name] = ArrayDataset(decoded.images[idx], decoded.labels[idx], transform)
+        counts = {name: np.bincount(self.datasets[name].labels, minlength=len(CLASS_NAMES)).tolist() for name in SPLITS}
+        log.info(
+            "protocol=%s split sizes %s per class %s", self.protocol, {k: sum(v) for k, v in counts.items()}, counts
+        )
+        if self.manifest_path is not None:
+            self.write_manifest(self.manifest_path)
+
+    def write_manifest(self, path: str | os.PathLike) -> Path:
+        if self.decoded is None or self.split is None:
+            raise RuntimeError("call setup() before write_manifest()")
+        return write_manifest(
+            path,
+            [r.relative_to(self.root) for r in self.decoded.records],
+            self.decoded.labels,
+            self.class_names,
+            self.split,
+            self.groups,
+        )
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        if not self.datasets:
+            self.setup()
+        pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
+        if self.num_workers == 0:  # augmentations in this process: seed them from torch's (seeded) RNG
+            self.datasets[name].transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ())))
+        sampler = None
+        if name != "train" and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every image once over all ranks: the default DistributedSampler pads with repeats, which would
+            # count some images twice in val/test metrics whenever the split size does not divide by the ranks
+            sampler = UnrepeatedDistributedSampler(self.datasets[name], shuffle=False)
+        return DataLoader(
+            self.datasets[name],
+            batch_size=self.batch_size if name == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=pin,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=_seed_worker_transform if self.num_workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def split_sizes(self) -> dict[str, int]:
+        return {name: len(ds) for name, ds in self.datasets.items()}

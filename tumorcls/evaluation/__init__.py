@@ -1,0 +1,1 @@
+"""Evaluation: metrics, calibration, reports, figures, and the standalone ``evaluate`` loop."""

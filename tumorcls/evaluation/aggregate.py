@@ -1,0 +1,85 @@
+"""Aggregate the metrics.json of several runs (seeds, folds, a sweep) into mean +- std.
+
+tumorcls aggregate logs/train/multiruns/2026-11-26_10-00-00 [--json summary.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tumorcls.atomic_io import atomic_write_json
+from tumorcls.errors import TumorclsError
+
+
+def find_metrics(paths: list[Path]) -> list[Path]:
+    """Every metrics.json under (or at) the given paths, sorted."""
+    found: set[Path] = set()
+    for path in paths:
+        if path.is_file() and path.name == "metrics.json":
+            found.add(path)
+        elif path.is_dir():
+            found.update(path.rglob("metrics.json"))
+        else:
+            raise TumorclsError(f"'{path}' is neither a run folder nor a metrics.json")
+    if not found:
+        raise TumorclsError(f"no metrics.json under {[str(p) for p in paths]}")
+    return sorted(found)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, "n": len(arr)}
+
+
+def aggregate(files: list[Path]) -> dict[str, Any]:
+    """Mean and sample standard deviation of accuracy, macro-F1, per-class recall and fit time."""
+    runs = [json.loads(f.read_text()) for f in files]
+    series: dict[str, list[float]] = {}
+    for run in runs:
+        values = {"acc": run["acc"], "macro_f1": run["macro_f1"]}
+        values.update({f"recall/{c}": m["recall"] for c, m in run.get("per_class", {}).items()})
+        if run.get("fit_seconds") is not None:
+            values["fit_seconds"] = run["fit_seconds"]
+        for key, value in values.items():
+            series.setdefault(key, []).append(float(value))
+    protocols = sorted({str(r.get("protocol")) for r in runs})
+    return {
+        "runs": [str(f.parent) for f in files],
+        "protocols": protocols,
+        "weights": sorted({str(r.get("weights_source")) for r in runs}),
+        "metrics": {key: _stats(values) for key, values in series.items()},
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"{len(summary['runs'])} run(s), protocol(s) {', '.join(summary['protocols'])}"]
+    for key, s in summary["metrics"].items():
+        scale, unit = (1.0, " s") if key == "fit_seconds" else (100.0, " %")
+        lines.append(f"  {key:<28} {s['mean'] * scale:8.2f} +- {s['std'] * scale:6.2f}{unit}  (n={s['n']})")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders, or metrics.json files")
+    parser.add_argument("--json", type=Path, default=None, help="also write the summary as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = aggregate(find_metrics(args.paths))
+    print(format_summary(summary))
+    if args.json:
+        atomic_write_json(args.json, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from tumorcls.cli.main import main
+
+    sys.exit(main(["aggregate", *sys.argv[1:]]))

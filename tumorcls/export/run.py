@@ -1,0 +1,380 @@
+"""What ``export.py`` runs: load a checkpoint, write ONNX and/or Keras .h5 files atomically, and keep a
+file only if it reproduces the PyTorch model's probabilities on real (or, failing that, synthetic) pixels."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from tumorcls.data.decode import DecodeOptions, ImageDecodeError, is_image_path, read_image
+from tumorcls.errors import ExportError
+from tumorcls.export.spec import ALL_FORMATS, FORMATS, SUFFIXES, ExportSpec, ensure_writable, load_for_export
+from tumorcls.export.to_onnx import MIN_OPSET, export_onnx, probability_model
+from tumorcls.models.lit_module import TumorClassifier
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ATOL = 1e-4
+DEFAULT_MIN_AGREEMENT = 0.8
+DEFAULT_NAMES = {"onnx": "model.onnx", "keras": "model.h5", "onnx_int8": "model.int8.onnx"}
+
+
+@dataclass(frozen=True)
+class ParityImages:
+    """uint8 RGB pixels (N, size, size, 3) the exports are checked on, and where they came from."""
+
+    pixels: np.ndarray
+    source: str
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    format: str
+    path: str
+    size_bytes: int
+    max_abs_diff: float
+    n_images: int
+    image_source: str
+    details: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_formats(fmt: str) -> tuple[str, ...]:
+    fmt = str(fmt).strip().lower()
+    if fmt == "all":
+        return ALL_FORMATS
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)} or all")
+    return (fmt,)
+
+
+def output_paths(formats: Sequence[str], run_dir: Path, out: str | Path | None) -> dict[str, Path]:
+    """Where each format goes: ``out`` is the file for one format, the folder for several;
+    by default ``<run>/export/model.onnx`` and ``<run>/export/model.h5``."""
+    if out is None or str(out) == "":
+        return {f: run_dir / "export" / DEFAULT_NAMES[f] for f in formats}
+    out = Path(out).expanduser()
+    if len(formats) > 1:
+        if out.suffix.lower() in SUFFIXES.values():
+            raise ExportError(f"out='{out}' names a file, but format=all writes several: give a folder")
+        return {f: out / DEFAULT_NAMES[f] for f in formats}
+    fmt = formats[0]
+    if out.suffix.lower() != SUFFIXES[fmt]:
+        raise ExportError(f"out='{out}' must end in {SUFFIXES[fmt]} for format={fmt}")
+    return {fmt: out}
+
+
+# ---------------------------------------------------------------- the pixels parity is checked on
+
+
+def _image_files(items: Sequence[str | Path], purpose: str = "parity") -> list[Path]:
+    files: list[Path] = []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p)))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ExportError(f"{purpose} image '{path}' not found")
+    return files
+
+
+def _data_root_of_run(run_dir: Path) -> Path | None:
+    """The data root the run trained on, from its Hydra config (``data.root``), if it resolves."""
+    config = run_dir / ".hydra" / "config.yaml"
+    if not config.is_file():
+        return None
+    try:
+        from omegaconf import OmegaConf
+
+        root = OmegaConf.select(OmegaConf.load(config), "data.root", throw_on_resolution_failure=False)
+    except Exception:  # noqa: BLE001 - an unreadable config only means "no hint"
+        return None
+    return Path(str(root)).expanduser() if root else None
+
+
+def _manifest_files(
+    run_dir: Path, data_root: str | Path | None, n: int, splits: Sequence[str] = ("test", "val", "train")
+) -> list[Path]:
+    """Up to ``n`` files of the run's splits.csv from ``splits``, in that order, taking the classes in turn."""
+    manifest = run_dir / "splits.csv"
+    if not manifest.is_file():
+        return []
+    with open(manifest, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    roots = [
+        Path(r).expanduser() for r in (data_root, _data_root_of_run(run_dir), os.environ.get("TUMORCLS_DATA")) if r
+    ]
+    root = next((r for r in roots if rows and (r / rows[0]["path"]).is_file()), None)
+    if root is None:
+        log.warning("splits.csv found, but none of the data roots %s holds its images", [str(r) for r in roots])
+        return []
+    order = {name: i for i, name in enumerate(splits)}
+    rows = [r for r in rows if r.get("split", "") in order]
+    rows.sort(key=lambda r: order[r["split"]])  # stable: keeps the manifest's order inside a split
+    by_class: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_class.setdefault(row.get("label", ""), []).append(row)
+    picked: list[Path] = []
+    queues = list(by_class.values())
+    while len(picked) < n and any(queues):
+        for queue in queues:
+            if queue and len(picked) < n:
+                picked.append(root / queue.pop(0)["path"])
+    return picked
+
+
+def parity_images(
+    spec: ExportSpec,
+    images: Sequence[str | Path] | str | None = None,
+    data_root: str | Path | None = None,
+    n: int = 32,
+    seed: int = 0,
+) -> ParityImages:
+    """Given images, else the run's splits.csv (test split first), else synthetic pixels."""
+    size = spec.input_size
+    options = DecodeOptions(size=size)
+    if isinstance(images, str | Path):
+        images = [images]
+    if images:
+        files, source = _image_files(images)[:n], "given images"
+    else:
+        files = _manifest_files(Path(spec.run_dir), data_root, n) if spec.run_dir else []
+        source = "splits.csv of the run"
+    decoded = _decode(files, options, "parity")
+    if decoded:
+        return ParityImages(np.stack(decoded), f"{source} ({len(decoded)} images)")
+    if images:
+        raise ExportError("none of the given parity images could be read")
+    return ParityImages(synthetic_scans(n, size, seed), f"synthetic pixels ({n} images)")
+
+
+def _decode(files: Sequence[Path], options: DecodeOptions, purpose: str) -> list[np.ndarray]:
+    decoded: list[np.ndarray] = []
+    for path in files:
+        try:
+            decoded.append(read_image(path, options))
+        except ImageDecodeError as exc:
+            log.warning("skipping %s image: %s", purpose, exc)
+    return decoded
+
+
+def calibration_images(
+    spec: ExportSpec,
+    images: Sequence[str | Path] | str | None = None,
+    data_root: str | Path | None = None,
+    n: int = 128,
+) -> ParityImages:
+    """Training images for int8 calibration: the given files or folders (spread evenly over them), else
+    the train split of the run's splits.csv. Never synthetic pixels: they would calibrate the wrong ranges."""
+    options = DecodeOptions(size=spec.input_size)
+    if isinstance(images, str | Path):
+        images = [images]
+    if images:
+        files = _image_files(images, "calibration")
+        if len(files) > n:  # evenly spread, so that every class folder contributes
+            files = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, n).round().astype(int))]
+        source = "given calibration images"
+    else:
+        files = _manifest_files(Path(spec.run_dir), data_root, n, splits=("train",)) if spec.run_dir else []
+        source = "train split of the run's splits.csv"
+    decoded = _decode(files, options, "calibration")
+    if not decoded and images:
+        raise ExportError("none of the given calibration images could be read")
+    if not decoded:
+        raise ExportError(
+            "format=onnx_int8 needs training images to calibrate on: the run's splits.csv and data root were not "
+            "found; give calibration=<folder of training images> (or data_root=)"
+        )
+    return ParityImages(np.stack(decoded), f"{source} ({len(decoded)} images)")
+
+
+def synthetic_scans(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Smooth greyscale images (upsampled 8x8 noise), closer to MRI slices than per-pixel noise: per-pixel
+    noise drives the network far outside its training range, where tiny float differences between runtimes
+    are amplified into probability differences that real images never show."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (n, 8, 8)).astype(np.float32)
+    smooth = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_CUBIC) for c in coarse])
+    gray = np.clip(np.rint(smooth), 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=3)
+
+
+# ---------------------------------------------------------------- the three ways to compute probabilities
+
+
+def torch_probabilities(model: TumorClassifier, rgb: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """The reference: the exported computation run eagerly in PyTorch on uint8/float RGB NHWC pixels."""
+    wrapper = probability_model(model).cpu()
+    x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(0, 3, 1, 2)
+    with torch.inference_mode():
+        parts = [wrapper(x[i : i + batch_size]).float().numpy() for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts)
+
+
+def onnx_session(path: str | Path, threads: int | None = None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_probabilities(session: Any, rgb: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(np.asarray(rgb, dtype=np.float32).transpose(0, 3, 1, 2))
+    return np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0])
+
+
+def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape:
+        raise ExportError(f"the export returns shape {a.shape}, PyTorch {b.shape}")
+    if not np.isfinite(a).all():
+        raise ExportError("the export returns non-finite probabilities")
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if a.size else 0.0
+
+
+def _require(details: dict[str, float], atol: float, what: str) -> float:
+    worst = max(details.values())
+    if worst > atol:
+        shown = ", ".join(f"{k} {v:.2e}" for k, v in details.items())
+        raise ExportError(f"{what} does not reproduce the PyTorch model: max |dp| {worst:.2e} > {atol:g} ({shown})")
+    return worst
+
+
+def onnx_check(reference: np.ndarray, pixels: np.ndarray, atol: float, found: dict[str, float]) -> Callable:
+    """A check for ``export_onnx``: batch N and batch 1 through ONNX Runtime must match PyTorch."""
+
+    def check(path: Path) -> None:
+        # onnx.checker already passed on these bytes in export_onnx.onnx_bytes
+        session = onnx_session(path)
+        found["batch_n"] = _max_diff(onnx_probabilities(session, pixels), reference)
+        found["batch_1"] = _max_diff(onnx_probabilities(session, pixels[:1]), reference[:1])
+        _require(found, atol, "the ONNX file")
+
+    return check
+
+
+def onnx_int8_check(
+    reference: np.ndarray, pixels: np.ndarray, min_agreement: float, found: dict[str, float]
+) -> Callable:
+    """A check for the int8 ONNX file: not exact, so its top-1 class must agree with PyTorch's on at least
+    ``min_agreement`` of the parity images; the largest probability difference is reported."""
+
+    def check(path: Path) -> None:
+        probabilities = onnx_probabilities(onnx_session(path), pixels)
+        found["batch_n"] = _max_diff(probabilities, reference)
+        agreement = float((probabilities.argmax(1) == reference.argmax(1)).mean())
+        found["top1_agreement"] = agreement
+        if agreement < min_agreement:
+            raise ExportError(
+                f"the int8 ONNX file agrees with the PyTorch model on {agreement:.1%} of {len(pixels)} images, "
+                f"below int8_min_agreement={min_agreement:g}; keep the float model.onnx"
+            )
+
+    return check
+
+
+def keras_check(reference: np.ndarray, pixels: np.ndarray, atol: float, found: dict[str, float]) -> Callable:
+    """A check for ``export_keras``: the file, loaded by Keras 3 and by tf_keras, must match PyTorch."""
+    from tumorcls.export.to_keras import keras_probabilities, load_keras_model
+
+    def check(path: Path) -> None:
+        bgr = np.ascontiguousarray(pixels[..., ::-1], dtype=np.float32)
+        for api in ("tf_keras", "keras3"):
+            try:
+                keras_model = load_keras_model(path, api)
+            except ExportError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Keras raises many types; the message says enough
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ExportError(f"the .h5 does not load with {api}: {first[:300]}") from None
+            found[api] = _max_diff(keras_probabilities(keras_model, bgr), reference)
+        _require(found, atol, "the Keras .h5")
+
+    return check
+
+
+# ---------------------------------------------------------------- the command
+
+
+def export_checkpoint(
+    ckpt: str | Path | None,
+    fmt: str = "all",
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    opset: int = MIN_OPSET,
+    images: Sequence[str | Path] | str | None = None,
+    data_root: str | Path | None = None,
+    n_check: int = 32,
+    atol: float = DEFAULT_ATOL,
+    calibration: Sequence[str | Path] | str | None = None,
+    n_calibrate: int = 128,
+    int8_min_agreement: float = DEFAULT_MIN_AGREEMENT,
+) -> list[ExportResult]:
+    """Export ``ckpt`` to each format; every file is verified before it gets its final name."""
+    if not ckpt:
+        raise ExportError("no checkpoint given: python export.py ckpt=<run>/checkpoints/best.ckpt [format=onnx]")
+    formats = resolve_formats(fmt)
+    if n_check < 1:
+        raise ExportError(f"n_check must be at least 1, got {n_check}")
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is too old; use opset >= {MIN_OPSET}")
+    model, spec = load_for_export(ckpt)
+    targets = output_paths(formats, Path(spec.run_dir), out)
+    for path in targets.values():  # refuse before writing anything, so format=all is all or nothing at the start
+        ensure_writable(path, overwrite)
+    if "keras" in formats:
+        from tumorcls.export.to_keras import import_keras
+
+        import_keras()  # fail before any export when TensorFlow is missing
+    calibrate = calibration_images(spec, calibration, data_root, n_calibrate) if "onnx_int8" in formats else None
+    parity = parity_images(spec, images, data_root, n_check)
+    reference = torch_probabilities(model, parity.pixels)
+    log.info("parity check on %s; tolerance %g", parity.source, atol)
+    results = []
+    for fmt_name, path in targets.items():
+        found: dict[str, float] = {}
+        if fmt_name == "onnx":
+            check = onnx_check(reference, parity.pixels, atol, found)
+            written = export_onnx(model, path, spec, opset, overwrite, check)
+        elif fmt_name == "onnx_int8":
+            log.info("int8 calibration on %s", calibrate.source)
+            check = onnx_int8_check(reference, parity.pixels, int8_min_agreement, found)
+            written = export_onnx(model, path, spec, opset, overwrite, check, calibration=calibrate.pixels)
+        else:
+            from tumorcls.export.to_keras import export_keras
+
+            written = export_keras(model, path, spec, overwrite, keras_check(reference, parity.pixels, atol, found))
+        result = ExportResult(
+            fmt_name,
+            str(written),
+            written.stat().st_size,
+            max(v for k, v in found.items() if k != "top1_agreement"),
+            len(parity.pixels),
+            parity.source,
+            found,
+        )
+        log.info(
+            "wrote %s (%s, %.1f MB); max |p_%s - p_torch| = %.2e on %s",
+            written,
+            fmt_name,
+            result.size_bytes / 1e6,
+            fmt_name,
+            result.max_abs_diff,
+            parity.source,
+        )
+        results.append(result)
+    return results

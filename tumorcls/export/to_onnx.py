@@ -1,0 +1,124 @@
+"""ONNX export: one graph from RGB pixels (0..255, N x 3 x H x W float32) to softmax probabilities,
+preprocessing included, with a dynamic batch axis and the model's description in metadata_props."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from tumorcls.atomic_io import atomic_write
+from tumorcls.errors import ExportError
+from tumorcls.export.spec import ExportSpec, ensure_writable
+from tumorcls.export.static_graph import static_network
+from tumorcls.models.lit_module import TumorClassifier
+
+MIN_OPSET = 17
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+
+
+class ProbabilityModel(nn.Module):
+    """x / 255 -> (x - mean) / std -> network -> logits / temperature -> softmax."""
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], temperature: float = 1.0) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.temperature = float(temperature)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = (pixels / 255.0 - self.mean) / self.std
+        logits = self.net(x)
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        return torch.softmax(logits, dim=1)
+
+
+def probability_model(model: TumorClassifier) -> ProbabilityModel:
+    """The exported computation, as an eval-mode PyTorch module (also the benchmark's eager baseline)."""
+    hp = model.hparams
+    wrapper = ProbabilityModel(model.net, hp.mean, hp.std, float(getattr(model, "temperature", 1.0)))
+    return wrapper.eval()
+
+
+def io_specs(spec: ExportSpec) -> tuple[dict, dict]:
+    """The input and output contract written into the file."""
+    size = spec.input_size
+    inp = {
+        "name": INPUT_NAME,
+        "shape": ["batch", 3, size, size],
+        "layout": "NCHW",
+        "dtype": "float32",
+        "channel_order": "RGB",
+        "value_range": [0, 255],
+        "preprocessing": "in graph: x/255, (x-mean)/std",
+    }
+    out = {"name": OUTPUT_NAME, "shape": ["batch", len(spec.class_names)], "meaning": "softmax probabilities"}
+    return inp, out
+
+
+def onnx_bytes(model: TumorClassifier, spec: ExportSpec, opset: int = MIN_OPSET) -> bytes:
+    """Trace the probability model and return the serialized, checked ONNX model with metadata."""
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is too old; use opset >= {MIN_OPSET}")
+    wrapper = probability_model(model).cpu()
+    wrapper.net = static_network(wrapper.net, spec.input_size)  # same numbers, a static graph
+    dummy = torch.zeros(2, 3, spec.input_size, spec.input_size)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.inference_mode():
+        # the TorchScript exporter needs no extra package (the dynamo one needs onnxscript)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        # the static pads' Slice(step=-1) is folded by ONNX Runtime instead; the tracer says so at length
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        torch.onnx.export(
+            wrapper,
+            (dummy,),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    inp, out = io_specs(spec)
+    onnx.helper.set_model_props(proto, spec.metadata(inp, out))
+    proto.producer_name = "tumorcls"
+    proto.doc_string = f"{spec.backbone} brain-MRI tumour classifier; outputs {list(spec.class_names)}"
+    onnx.checker.check_model(proto, full_check=True)
+    return proto.SerializeToString()
+
+
+def export_onnx(
+    model: TumorClassifier,
+    path: str | Path,
+    spec: ExportSpec,
+    opset: int = MIN_OPSET,
+    overwrite: bool = False,
+    check: Callable[[Path], None] | None = None,
+    calibration: np.ndarray | None = None,
+) -> Path:
+    """Write the ONNX file atomically; ``check(tmp_path)`` runs before the rename and may refuse it.
+    With ``calibration`` (uint8 RGB NHWC training images) the file is the int8 quantized graph."""
+    path = ensure_writable(path, overwrite)
+    data = onnx_bytes(model, spec, opset)
+    if calibration is not None:
+        from tumorcls.export.int8 import quantize_onnx_bytes
+
+        data = quantize_onnx_bytes(data, calibration)
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+        if check is not None:
+            check(tmp)
+
+    return atomic_write(path, write)

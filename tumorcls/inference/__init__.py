@@ -1,0 +1,1 @@
+"""Inference: model file -> class probabilities (one backend per runtime), batching, Grad-CAM."""

@@ -1,0 +1,1 @@
+"""Models: the network factory, pretrained loading, the LightningModule and checkpoint loading."""

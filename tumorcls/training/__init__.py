@@ -1,0 +1,1 @@
+"""Training: what ``train.py`` runs (the run, its folder layout, callbacks, checkpoint files)."""
