@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tumorcls.data.decode import DecodeOptions, ImageDecodeError, _to_rgb_array, open_image, resize_rgb
+from tumorcls.data.decode import DecodeOptions, ImageDecodeError, load_image, read_file_bytes, resize_rgb
 from tumorcls.data.hashing import phash, sha256_bytes
 from tumorcls.data.scan import ImageRecord
 from tumorcls.errors import DatasetError
@@ -34,15 +34,11 @@ class DecodedImages:
 
 def _decode_one(record: ImageRecord, options: DecodeOptions) -> tuple[np.ndarray, str, np.uint64] | str:
     try:
-        data = record.path.read_bytes()
-    except OSError as exc:
-        return f"cannot read ({exc.strerror or exc})"
-    try:
-        img = open_image(data, options)
-        rgb = _to_rgb_array(img)
+        data = read_file_bytes(record.path)
+        image = load_image(data, options, record.path.name)
     except ImageDecodeError as exc:
         return str(exc)
-    return resize_rgb(rgb, options.size, options.interpolation), sha256_bytes(data), phash(img)
+    return resize_rgb(image.rgb, options.size, options.interpolation), sha256_bytes(data), phash(image.rgb)
 
 
 def decode_records(

@@ -41,8 +41,10 @@ def class_index_map(model_classes: Sequence[str]) -> dict[str, int]:
     return mapping
 
 
-def map_class_folders(folders: Iterable[Path]) -> dict[Path, str]:
-    """Class folder -> canonical class; a one-line DatasetError for unknown or duplicated names."""
+def map_class_folders(folders: Iterable[Path], where: Path | None = None) -> dict[Path, str]:
+    """Class folder -> canonical class; a one-line DatasetError for unknown or duplicated names (saying
+    in which folder ``where``, when given). Every command that needs labels maps its folders here."""
+    place = f" in '{where}'" if where is not None else ""
     mapping: dict[Path, str] = {}
     unknown: list[str] = []
     for folder in sorted(folders):
@@ -53,10 +55,10 @@ def map_class_folders(folders: Iterable[Path]) -> dict[Path, str]:
             mapping[folder] = canonical
     if unknown:
         known = ", ".join(f"{c} ({'/'.join(ALIASES[c][:3])}...)" for c in CLASS_NAMES)
-        raise DatasetError(f"unknown class folder(s) {unknown}; each folder must name one class: {known}")
+        raise DatasetError(f"unknown class folder(s) {unknown}{place}; each folder must name one class: {known}")
     seen: dict[str, str] = {}
     for folder, canonical in mapping.items():
         if canonical in seen:
-            raise DatasetError(f"class folders '{seen[canonical]}' and '{folder.name}' both mean {canonical}")
+            raise DatasetError(f"class folders '{seen[canonical]}' and '{folder.name}'{place} both mean {canonical}")
         seen[canonical] = folder.name
     return mapping

@@ -1,23 +1,55 @@
-"""Decode one image file to an RGB uint8 array, whatever its mode, or say in one line why not."""
+"""The one image decoder: file bytes -> upright RGB uint8 at full size -> resized, or one line saying why not.
+
+Every command decodes through here (the training cache, predict/evaluate batches, export parity and
+calibration, the audit, the web server), so a file gives the same pixels everywhere. PIL opens the
+formats in ``formats.PIL_FORMATS`` (the EXIF orientation applied, as cv2.imread and photo viewers do);
+DICOM slices, recognised by their preamble or a ``.dcm`` name, go through ``tumorcls.data.dicom``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+from tumorcls.data import dicom
+from tumorcls.data.formats import (
+    IMAGE_SUFFIXES,
+    PIL_FORMATS,
+    ImageDecodeError,
+    has_dicom_preamble,
+    is_dicom_name,
+    is_image_path,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "DecodeOptions",
+    "ImageDecodeError",
+    "SourceImage",
+    "decode_image",
+    "is_image_path",
+    "load_image",
+    "read_file_bytes",
+    "read_image",
+    "resize_rgb",
+]
+
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the older name
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000x8000; larger files are refused, never decoded
 
 # DecodeOptions.max_pixels is the limit, checked from the header before decoding. PIL's own warning (past
 # Image.MAX_IMAGE_PIXELS, ~89 Mpx) is silenced once here rather than per call: warnings.catch_warnings is
 # not thread-safe and the audit decodes in threads. PIL still raises DecompressionBombError past twice
-# that (~179 Mpx), also from the header alone; open_image turns it into the same "too large" error.
+# that (~179 Mpx), also from the header alone; _open_pil turns it into the same "too large" error.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 _INTERPOLATIONS = {
@@ -28,10 +60,6 @@ _INTERPOLATIONS = {
 }
 
 
-class ImageDecodeError(ValueError):
-    """A file that is not a usable image; the message is one line naming the reason."""
-
-
 @dataclass(frozen=True)
 class DecodeOptions:
     size: int = 150
@@ -40,8 +68,18 @@ class DecodeOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
-def is_image_path(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+@dataclass(frozen=True)
+class SourceImage:
+    """One decoded file at its own size, upright."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8
+    format: str  # PIL's format name ("JPEG", "PNG", ...) or "DICOM"
+    mode: str  # the file's PIL mode ("RGB", "L", "I;16", ...) or its DICOM photometric interpretation
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as PIL gives it."""
+        return self.rgb.shape[1], self.rgb.shape[0]
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:
@@ -61,15 +99,33 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def open_image(data: bytes, options: DecodeOptions = DecodeOptions()) -> Image.Image:
-    """Open and fully load image bytes, refusing empty, corrupt, tiny or huge images."""
-    if not data:
-        raise ImageDecodeError("empty file (0 bytes)")
+def _grey_to_rgb(pixels: np.ndarray) -> np.ndarray:
+    return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
+
+
+def _check_too_large(width: int, height: int, options: DecodeOptions) -> None:
+    if width * height > options.max_pixels:
+        raise ImageDecodeError(f"image too large ({width}x{height} > {options.max_pixels} pixels); refused")
+
+
+def _check_too_small(width: int, height: int, options: DecodeOptions) -> None:
+    if min(width, height) < options.min_side:
+        raise ImageDecodeError(f"image too small ({width}x{height} < {options.min_side} px)")
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag (a phone photo of a film, a rotated export); a broken EXIF block is
+    ignored, as by cv2.imread, rather than making the pixels unreadable."""
+    with contextlib.suppress(OSError, SyntaxError, ValueError, TypeError, KeyError, struct.error):
+        ImageOps.exif_transpose(img, in_place=True)
+    return img
+
+
+def _open_pil(data: bytes, options: DecodeOptions) -> Image.Image:
+    """Open and fully load image bytes with the allowed PIL plugins, refusing corrupt or huge images."""
     try:
-        img = Image.open(io.BytesIO(data))  # reads the header only
-        width, height = img.size
-        if width * height > options.max_pixels:
-            raise ImageDecodeError(f"image too large ({width}x{height} > {options.max_pixels} pixels); refused")
+        img = Image.open(io.BytesIO(data), formats=PIL_FORMATS)  # reads the header only
+        _check_too_large(*img.size, options)
         img.load()
     except ImageDecodeError:
         raise
@@ -81,9 +137,36 @@ def open_image(data: bytes, options: DecodeOptions = DecodeOptions()) -> Image.I
         raise ImageDecodeError(
             f"corrupt image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         ) from None
-    if min(img.size) < options.min_side:
-        raise ImageDecodeError(f"image too small ({img.size[0]}x{img.size[1]} < {options.min_side} px)")
+    _check_too_small(*img.size, options)
     return img
+
+
+def _load_pil(data: bytes, options: DecodeOptions) -> SourceImage:
+    img = _open_pil(data, options)
+    try:
+        rgb = _to_rgb_array(_upright(img))
+    except (OSError, ValueError) as exc:  # a decoder failing on conversion, after the load
+        raise ImageDecodeError(f"corrupt image ({type(exc).__name__})") from None
+    return SourceImage(rgb, img.format or "", img.mode)
+
+
+def _load_dicom(data: bytes, options: DecodeOptions) -> SourceImage:
+    ds = dicom.open_dicom(data)
+    width, height = dicom.dicom_size(ds)
+    _check_too_large(width, height, options)
+    _check_too_small(width, height, options)
+    rgb = _grey_to_rgb(dicom.dicom_pixels(ds))
+    return SourceImage(np.ascontiguousarray(rgb), "DICOM", str(ds.get("PhotometricInterpretation", "")))
+
+
+def load_image(data: bytes, options: DecodeOptions = DecodeOptions(), name: str | Path = "") -> SourceImage:
+    """Bytes -> the upright full-size image. ``name`` (the file's name, if any) only tells a DICOM file
+    without its preamble by its ``.dcm`` suffix; the bytes decide otherwise."""
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    if has_dicom_preamble(data) or is_dicom_name(name):
+        return _load_dicom(data, options)
+    return _load_pil(data, options)
 
 
 def resize_rgb(rgb: np.ndarray, size: int, interpolation: str = "linear") -> np.ndarray:
@@ -94,19 +177,23 @@ def resize_rgb(rgb: np.ndarray, size: int, interpolation: str = "linear") -> np.
     return cv2.resize(rgb, (size, size), interpolation=_INTERPOLATIONS[interpolation])
 
 
-def decode_image(data: bytes, options: DecodeOptions = DecodeOptions()) -> np.ndarray:
+def decode_image(data: bytes, options: DecodeOptions = DecodeOptions(), name: str | Path = "") -> np.ndarray:
     """Bytes -> (size, size, 3) uint8 RGB."""
-    return resize_rgb(_to_rgb_array(open_image(data, options)), options.size, options.interpolation)
+    return resize_rgb(load_image(data, options, name).rgb, options.size, options.interpolation)
+
+
+def read_file_bytes(path: Path) -> bytes:
+    """A file's bytes; ImageDecodeError("cannot read (...)") when the system refuses them."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read ({exc.strerror or exc})") from None
 
 
 def read_image(path: str | Path, options: DecodeOptions = DecodeOptions()) -> np.ndarray:
     """Path -> (size, size, 3) uint8 RGB; ImageDecodeError names the file and the reason."""
     path = Path(path)
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageDecodeError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        return decode_image(data, options)
+        return decode_image(read_file_bytes(path), options, path.name)
     except ImageDecodeError as exc:
         raise ImageDecodeError(f"{path}: {exc}") from None

@@ -32,8 +32,11 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def phash(img: Image.Image) -> np.uint64:
-    """64-bit perceptual hash of a PIL image, as an unsigned integer."""
+def phash(img: Image.Image | np.ndarray) -> np.uint64:
+    """64-bit perceptual hash of a PIL image or a uint8 (H, W) / (H, W, 3) RGB array, as an unsigned integer.
+    An array hashes like the PIL image it came from: greyscale by PIL's own RGB -> L conversion."""
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
     gray = np.asarray(img.convert("L").resize((_HASH_SIDE, _HASH_SIDE), Image.Resampling.LANCZOS), dtype=np.float64)
     low = _DCT @ gray @ _DCT.T
     bits = (low > np.median(low)).ravel()

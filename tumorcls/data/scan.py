@@ -1,4 +1,5 @@
-"""Find the images of a Kaggle-layout dataset: ROOT/{Training,Testing}/<class>/<image>."""
+"""Training's view of a Kaggle-layout dataset ROOT/{Training,Testing}/<class>/<image>: labelled records,
+with strict checks (every split folder there, each class folder once), found by ``tumorcls.data.files``."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tumorcls.data.decode import is_image_path
+from tumorcls.data.class_folders import map_class_folders
+from tumorcls.data.files import KAGGLE_LAYOUT, SOURCE_SPLITS, walk_dataset
 from tumorcls.errors import DatasetError
 from tumorcls.labels import CLASS_NAMES, CLASS_TO_INDEX
 
+__all__ = ["KAGGLE_DATASET", "SOURCE_SPLITS", "ImageRecord", "ScanResult", "missing_root_message", "scan_dataset"]
+
 log = logging.getLogger(__name__)
 
-SOURCE_SPLITS = ("Training", "Testing")
 KAGGLE_DATASET = "sartajbhuvaji/brain-tumor-classification-mri"
 
 
@@ -41,39 +44,37 @@ def missing_root_message(root: Path, env_var: str = "TUMORCLS_DATA") -> str:
     )
 
 
+def _check_class_folders(folders: list[Path], source_dir: Path) -> None:
+    """Each of the four classes exactly once, under any of its accepted spellings (Glioma_Tumor, glioma...)."""
+    found = set(map_class_folders(folders, where=source_dir).values())
+    missing = [name for name in CLASS_NAMES if name not in found]
+    if missing:
+        raise DatasetError(f"class folder(s) {missing} missing in '{source_dir}'; expected {list(CLASS_NAMES)}")
+
+
 def scan_dataset(root: str | Path, sources: tuple[str, ...] = SOURCE_SPLITS) -> ScanResult:
     """List image files under the requested source folders, with strict class-folder checks.
 
-    Errors (DatasetError, one line): missing root or source folder, an unknown or missing class
-    folder, no images at all. Non-image files are skipped and counted, never opened.
+    Errors (DatasetError, one line): missing root or source folder, an unknown, duplicated or missing
+    class folder, no images at all. Non-image files are skipped and counted, never opened. Records come
+    in source, class, then path order.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(missing_root_message(root))
-    records: list[ImageRecord] = []
-    skipped: list[Path] = []
+    splits: list[tuple[str, Path]] = []
     for source in sources:
         source_dir = root / source
         if not source_dir.is_dir():
             raise DatasetError(f"'{source_dir}' is missing: expected {root}/{{{','.join(sources)}}}/<class>/*.jpg")
-        class_dirs = {p.name: p for p in source_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
-        unknown = sorted(set(class_dirs) - set(CLASS_NAMES))
-        if unknown:
-            raise DatasetError(
-                f"unknown class folder(s) {unknown} in '{source_dir}'; expected exactly {list(CLASS_NAMES)}"
-            )
-        missing = [name for name in CLASS_NAMES if name not in class_dirs]
-        if missing:
-            raise DatasetError(f"class folder(s) {missing} missing in '{source_dir}'; expected {list(CLASS_NAMES)}")
-        skipped.extend(p for p in source_dir.iterdir() if p.is_file())
-        for name in CLASS_NAMES:
-            for path in sorted(class_dirs[name].rglob("*")):
-                if not path.is_file():
-                    continue
-                if is_image_path(path):
-                    records.append(ImageRecord(path, CLASS_TO_INDEX[name], source))
-                else:
-                    skipped.append(path)
+        splits.append((source, source_dir))
+    found = walk_dataset(root, splits, KAGGLE_LAYOUT)
+    for source, source_dir in splits:
+        _check_class_folders(found.class_folders[source], source_dir)
+    order = {source: i for i, source in enumerate(sources)}
+    images = sorted(found.images, key=lambda f: (order[f.split], CLASS_TO_INDEX[f.label]))  # stable: paths stay
+    records = [ImageRecord(f.path, CLASS_TO_INDEX[f.label], f.split) for f in images]
+    skipped = found.loose_files + found.non_images
     if skipped:
         log.warning(
             "skipped %d non-image file(s) under %s (e.g. %s)",
