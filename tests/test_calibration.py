@@ -15,14 +15,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from tests.test_train_cli import small_run_args, train
 from tests.tiny_model import synthetic_batch, tiny_checkpoint
 from tumorcls.evaluation.calibration import (
-    CHECKPOINT_KEY,
     calibrate_checkpoint_on_loader,
     expected_calibration_error,
     fit_temperature,
     store_temperature,
 )
-from tumorcls.inference.backends import TorchPredictor, load_predictor, softmax
-from tumorcls.models.checkpoint import load_classifier
+from tumorcls.inference.backends import TorchPredictor, load_predictor
+from tumorcls.models.checkpoint import CHECKPOINT_KEY, load_checkpoint
+from tumorcls.models.probabilities import softmax
 
 
 def test_ece_by_hand() -> None:
@@ -53,7 +53,7 @@ def test_stored_temperature_keeps_every_key_loads_safely_and_is_used(tmp_path_fa
     shutil.copy(tiny_checkpoint(tmp_path_factory), ckpt)
     before = torch.load(ckpt, weights_only=True)
     images, labels = synthetic_batch(4, seed=5)
-    x = TorchPredictor(load_classifier(ckpt)).preprocess(images)
+    x = TorchPredictor(load_checkpoint(ckpt)[0]).preprocess(images)
     loader = DataLoader(TensorDataset(x, torch.as_tensor(labels)), batch_size=8)
     summary = calibrate_checkpoint_on_loader(ckpt, loader)
     assert summary["n"] == 16 and summary["nll_after"] <= summary["nll_before"] + 1e-9
@@ -64,7 +64,7 @@ def test_stored_temperature_keeps_every_key_loads_safely_and_is_used(tmp_path_fa
         assert torch.equal(after["state_dict"][key], value)
     assert after["hyper_parameters"] == before["hyper_parameters"]
     assert after[CHECKPOINT_KEY]["temperature"] == summary["temperature"]
-    assert load_classifier(ckpt).temperature == summary["temperature"]
+    assert load_checkpoint(ckpt)[1].temperature == summary["temperature"]
     assert load_predictor(ckpt).temperature == summary["temperature"]
     store_temperature(ckpt, 1.5)  # re-calibrating replaces T and keeps the rest
     assert torch.load(ckpt, weights_only=True)[CHECKPOINT_KEY]["temperature"] == 1.5

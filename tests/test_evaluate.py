@@ -70,13 +70,13 @@ def test_temperature_is_used_and_the_uncalibrated_ece_reported(ckpt: Path, kaggl
     from tumorcls.evaluation.calibration import store_temperature
     from tumorcls.export.spec import spec_for
     from tumorcls.export.to_onnx import export_onnx
-    from tumorcls.models.checkpoint import load_classifier
+    from tumorcls.models.checkpoint import load_checkpoint
 
     hot = tmp_path / "hot.ckpt"
     shutil.copy(ckpt, hot)
     store_temperature(hot, 100.0)  # the tiny model is very sure: a large T shows
-    model = load_classifier(hot)
-    onnx_path = export_onnx(model, tmp_path / "hot.onnx", spec_for(model, hot))
+    model, info = load_checkpoint(hot)
+    onnx_path = export_onnx(model, tmp_path / "hot.onnx", spec_for(model, hot, info))
     results = {}
     for name, model_file in (("ckpt", hot), ("onnx", onnx_path), ("plain", ckpt)):
         out = tmp_path / name

@@ -18,7 +18,7 @@ from tumorcls.data.datamodule import TumorDataModule
 from tumorcls.data.splits import make_splits
 from tumorcls.errors import DatasetError, TumorclsError
 from tumorcls.evaluation.aggregate import aggregate, find_metrics
-from tumorcls.models.checkpoint import load_classifier
+from tumorcls.models.checkpoint import load_checkpoint
 from tumorcls.models.lit_module import TumorClassifier
 
 
@@ -105,7 +105,7 @@ def test_ema_callback_composes_and_its_checkpoints_load_safely(synthetic_root: P
     ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, filename="last", monitor=None)
     trainer = _fit(model, synthetic_root, epochs=2, callbacks=[ema, ckpt_cb])
     assert trainer.global_step > 0
-    restored = load_classifier(tmp_path / "last.ckpt")  # weights_only=True under the hood
+    restored, _ = load_checkpoint(tmp_path / "last.ckpt")  # weights_only=True under the hood
     live = model.net.state_dict()  # after fit, the callback has swapped the averaged weights in
     torch.testing.assert_close(restored.net.state_dict()["head.weight"], live["head.weight"])
 

@@ -1,18 +1,14 @@
-"""Aggregate the metrics.json of several runs (seeds, folds, a sweep) into mean +- std.
-
-tumorcls aggregate logs/train/multiruns/2026-11-26_10-00-00 [--json summary.json]
-"""
+"""Aggregate the metrics.json of several runs (seeds, folds, a sweep) into mean +- std (the command line is
+tumorcls.cli.aggregate: ``tumorcls aggregate RUN_OR_MULTIRUN_FOLDER...``)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tumorcls.atomic_io import atomic_write_json
 from tumorcls.errors import TumorclsError
 
 
@@ -62,24 +58,3 @@ def format_summary(summary: dict[str, Any]) -> str:
         scale, unit = (1.0, " s") if key == "fit_seconds" else (100.0, " %")
         lines.append(f"  {key:<28} {s['mean'] * scale:8.2f} +- {s['std'] * scale:6.2f}{unit}  (n={s['n']})")
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders, or metrics.json files")
-    parser.add_argument("--json", type=Path, default=None, help="also write the summary as JSON")
-
-
-def run(args: argparse.Namespace) -> int:
-    summary = aggregate(find_metrics(args.paths))
-    print(format_summary(summary))
-    if args.json:
-        atomic_write_json(args.json, summary)
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    from tumorcls.cli.main import main
-
-    sys.exit(main(["aggregate", *sys.argv[1:]]))

@@ -7,23 +7,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch.utils.data import DataLoader
+from torchmetrics.functional.classification import multiclass_calibration_error
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from tumorcls.atomic_io import atomic_write  # noqa: E402
-from tumorcls.inference.backends import softmax  # noqa: E402
-from tumorcls.models.checkpoint import load_classifier, read_checkpoint  # noqa: E402
+from tumorcls.atomic_io import atomic_write
+from tumorcls.models.checkpoint import CHECKPOINT_KEY, load_checkpoint, read_checkpoint
+from tumorcls.models.probabilities import softmax
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KEY = "tumorcls"  # checkpoint.load_classifier sets each entry of this dict as a model attribute
 DEFAULT_BINS = 15
 
 
@@ -46,14 +42,21 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = DEFAUL
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = DEFAULT_BINS) -> float:
-    """ECE: sum over confidence bins of |accuracy - mean confidence|, weighted by the bin's share of samples."""
-    bins = reliability_bins(probs, labels, n_bins)
-    total = bins["count"].sum()
-    if total == 0:
+    """ECE: sum over equal-width confidence bins of |accuracy - mean confidence|, weighted by the bin's share
+    of samples (torchmetrics' l1 calibration error; the same bins as :func:`reliability_bins`)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if n_bins < 1:
+        raise ValueError("n_bins must be at least 1")
+    if len(probs) == 0:
         return 0.0
-    filled = bins["count"] > 0
-    gaps = np.abs(bins["accuracy"][filled] - bins["confidence"][filled])
-    return float(np.sum(gaps * bins["count"][filled]) / total)
+    error = multiclass_calibration_error(
+        torch.as_tensor(probs),
+        torch.as_tensor(np.asarray(labels), dtype=torch.long),
+        num_classes=probs.shape[1],
+        n_bins=n_bins,
+        norm="l1",
+    )
+    return float(error)
 
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
@@ -159,7 +162,7 @@ def calibrate_checkpoint_on_loader(
     ckpt_path: str | Path, loader: DataLoader, device: str = "cpu", n_bins: int = DEFAULT_BINS
 ) -> dict[str, float]:
     """Load the checkpoint, collect its logits on ``loader`` (the validation split) and store the fitted T."""
-    model = load_classifier(ckpt_path, expected_classes=None, map_location=device)
+    model, _ = load_checkpoint(ckpt_path, expected_classes=None, map_location=device)
     logits, labels = collect_logits(model, loader, device)
     return calibrate_checkpoint(ckpt_path, logits, labels, n_bins)
 
@@ -169,9 +172,8 @@ def reliability_figure(
 ) -> Figure:
     """Accuracy against confidence per bin for each named set of probabilities, and how many samples each
     bin holds. The diagonal is perfect calibration."""
-    fig, (ax, hist) = plt.subplots(
-        2, 1, figsize=(6.0, 6.4), dpi=100, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
-    )
+    fig = Figure(figsize=(6.0, 6.4), dpi=100)
+    ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
     width = 1.0 / n_bins
     for k, (name, probs) in enumerate(series.items()):

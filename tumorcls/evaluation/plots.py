@@ -1,23 +1,23 @@
-"""The tutorial's figures, readable by a person: confusion-matrix heatmap and accuracy/loss curves."""
+"""The tutorial's figures, readable by a person: confusion-matrix heatmap and accuracy/loss curves.
+
+Figures are built with matplotlib's object API (``matplotlib.figure.Figure``), never pyplot: no backend is
+chosen, no global figure registry grows, and importing this module changes no global state."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from tumorcls.atomic_io import atomic_write  # noqa: E402
+from tumorcls.atomic_io import atomic_write
 
 
 def confusion_matrix_figure(confmat: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix") -> Figure:
     confmat = np.asarray(confmat)
-    fig, ax = plt.subplots(figsize=(6.4, 5.4), dpi=100)
+    fig = Figure(figsize=(6.4, 5.4), dpi=100)
+    ax = fig.subplots()
     im = ax.imshow(confmat, cmap="Blues")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ticks = np.arange(len(class_names))
@@ -43,7 +43,8 @@ def confusion_matrix_figure(confmat: np.ndarray, class_names: Sequence[str], tit
 
 def curves_figure(history: Sequence[dict[str, float]]) -> Figure:
     """Train vs validation accuracy and loss per epoch."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    fig = Figure(figsize=(11, 4.2), dpi=100)
+    axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("acc", "loss")):
         for stage, style in (("train", "-o"), ("val", "-s")):
             points = [(h["epoch"], h[f"{stage}/{metric}"]) for h in history if f"{stage}/{metric}" in h]
@@ -60,8 +61,5 @@ def curves_figure(history: Sequence[dict[str, float]]) -> Figure:
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Save as PNG atomically and close the figure."""
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    """Save as PNG atomically (matplotlib renders a PNG with its Agg canvas whatever the backend)."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))

@@ -1,4 +1,5 @@
-"""Load a trained classifier from a Lightning checkpoint, safely and only if it is one of ours."""
+"""Load a trained classifier from a Lightning checkpoint, safely and only if it is one of ours, with what the
+checkpoint carries besides weights (calibration temperature, training progress) as a typed CheckpointInfo."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 import math
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from tumorcls.labels import CLASS_NAMES
 from tumorcls.models.lit_module import TumorClassifier
 
 REQUIRED_HPARAMS = ("backbone", "num_classes", "class_names", "drop_rate")
+CHECKPOINT_KEY = "tumorcls"  # the checkpoint entry holding calibration and other tumorcls extras
 
 
 def _load_failure(exc: Exception) -> str:
@@ -54,12 +57,71 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_classifier(
-    path: str | Path, expected_classes: tuple[str, ...] | None = CLASS_NAMES, map_location: str = "cpu"
-) -> TumorClassifier:
-    """Rebuild the model from the checkpoint's hyperparameters and load its weights strictly.
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint carries besides weights and hyperparameters: the calibration temperature (1.0 when
+    never calibrated), the calibration summary ``tumorcls calibrate`` stored, and the training progress."""
 
-    The label map must equal ``expected_classes`` (the tutorial's order) unless that is None.
+    temperature: float = 1.0
+    calibration: dict | None = None
+    epoch: int | None = None
+    global_step: int | None = None
+
+
+def checkpoint_info(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> CheckpointInfo:
+    """The :class:`CheckpointInfo` of an already read checkpoint dict; an invalid temperature is refused (a
+    negative one would silently reverse the class ranking)."""
+    extra = ckpt.get(CHECKPOINT_KEY) or {}
+    temperature = extra.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 < temperature < math.inf:
+        raise CheckpointError(f"checkpoint '{path}' holds an invalid calibration temperature {temperature!r}")
+    calibration = extra.get("calibration")
+    return CheckpointInfo(
+        temperature=float(temperature),
+        calibration=dict(calibration) if isinstance(calibration, dict) else None,
+        epoch=ckpt.get("epoch"),
+        global_step=ckpt.get("global_step"),
+    )
+
+
+def _build_model(path: str | Path, hparams: dict[str, Any]) -> TumorClassifier:
+    """The network the hyperparameters describe, without fetching any pretrained weights (the checkpoint
+    carries every weight)."""
+    hparams = {**hparams, "pretrained": False, "weights": None}
+    network_log = logging.getLogger("tumorcls.models.network")  # "starts from random weights": not news here
+    level = network_log.level
+    network_log.setLevel(logging.ERROR)
+    try:
+        return TumorClassifier(**hparams)
+    except (TypeError, ValueError, WeightsError) as exc:
+        raise CheckpointError(f"checkpoint '{path}' has hyperparameters this version cannot use: {exc}") from None
+    finally:
+        network_log.setLevel(level)
+
+
+def _load_weights(path: str | Path, model: TumorClassifier, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load the network's tensors; any missing, unexpected or misshapen ``net.`` tensor is refused."""
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as exc:  # a tensor whose shape differs from the one its hyperparameters build
+        first = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in first[1:] if line.strip()), first[0] if first else "")
+        raise CheckpointError(f"checkpoint '{path}' does not match its own hyperparameters: {detail[:300]}") from None
+    wrong = [k for k in (*result.missing_keys, *result.unexpected_keys) if k.startswith("net.")]
+    if wrong:
+        raise CheckpointError(
+            f"checkpoint '{path}' does not match its own hyperparameters ({len(wrong)} tensors: {wrong[:3]})"
+        )
+
+
+def load_checkpoint(
+    path: str | Path, expected_classes: tuple[str, ...] | None = CLASS_NAMES, map_location: str = "cpu"
+) -> tuple[TumorClassifier, CheckpointInfo]:
+    """Rebuild the model from the checkpoint's hyperparameters, load its weights strictly, and return it in
+    eval mode on ``map_location`` together with the checkpoint's :class:`CheckpointInfo`.
+
+    The label map must equal ``expected_classes`` (the tutorial's order) unless that is None. Checkpoints
+    with flat hyperparameters (every release so far) load: only the architecture and input contract are read.
     """
     ckpt = read_checkpoint(path)
     hparams = dict(ckpt["hyper_parameters"])
@@ -68,34 +130,15 @@ def load_classifier(
         raise CheckpointError(
             f"checkpoint '{path}' has label map {list(classes)}, expected {list(expected_classes)}; refusing it"
         )
-    hparams.update(pretrained=False, weights=None)  # the checkpoint carries every weight
-    network_log = logging.getLogger("tumorcls.models.network")  # "starts from random weights": not news here
-    level = network_log.level
-    network_log.setLevel(logging.ERROR)
-    try:
-        model = TumorClassifier(**hparams)
-    except (TypeError, ValueError, WeightsError) as exc:
-        raise CheckpointError(f"checkpoint '{path}' has hyperparameters this version cannot use: {exc}") from None
-    finally:
-        network_log.setLevel(level)
-    try:
-        result = model.load_state_dict(ckpt["state_dict"], strict=False)
-    except RuntimeError as exc:  # a tensor whose shape differs from the one its hyperparameters build
-        first = str(exc).strip().splitlines()
-        detail = next((line.strip() for line in first[1:] if line.strip()), first[0] if first else "")
-        raise CheckpointError(f"checkpoint '{path}' does not match its own hyperparameters: {detail[:300]}") from None
-    wrong = [k for k in result.missing_keys if k.startswith("net.")] + [
-        k for k in result.unexpected_keys if k.startswith("net.")
-    ]
-    if wrong:
-        raise CheckpointError(
-            f"checkpoint '{path}' does not match its own hyperparameters ({len(wrong)} tensors: {wrong[:3]})"
-        )
-    extra = ckpt.get("tumorcls") or {}
-    temperature = extra.get("temperature", 1.0)
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 < temperature < math.inf:
-        raise CheckpointError(f"checkpoint '{path}' holds an invalid calibration temperature {temperature!r}")
-    model.temperature = float(temperature)
-    model.trained_progress = {"epoch": ckpt.get("epoch"), "global_step": ckpt.get("global_step")}
-    model.calibration = extra.get("calibration")
-    return model.eval().to(map_location)
+    info = checkpoint_info(ckpt, path)
+    model = _build_model(path, hparams)
+    _load_weights(path, model, ckpt["state_dict"])
+    return model.eval().to(map_location), info
+
+
+def load_classifier(
+    path: str | Path, expected_classes: tuple[str, ...] | None = CLASS_NAMES, map_location: str = "cpu"
+) -> TumorClassifier:
+    """Deprecated thin wrapper kept for callers not yet moved (tests of export, predict, serve...): the model
+    of :func:`load_checkpoint` alone; its :class:`CheckpointInfo` is dropped."""
+    return load_checkpoint(path, expected_classes, map_location)[0]

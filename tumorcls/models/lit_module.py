@@ -1,10 +1,10 @@
-"""LightningModule: the tutorial's optimisation recipe (Adam, cross-entropy, ReduceLROnPlateau on
-val/acc) with cosine as an option, and torchmetrics for accuracy, macro-F1, per-class precision/recall
-and the confusion matrix."""
+"""LightningModule: the classifier network trained with cross-entropy under the recipe of models.optim
+(the tutorial's Adam + ReduceLROnPlateau on val/acc, or AdamW/SGD and warm-up cosine), with torchmetrics for
+accuracy, macro-F1, per-class precision/recall and the confusion matrix. Settings arrive flat (the YAML keys
+users override) and are read through the grouped view of models.settings."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,8 +23,8 @@ from torchmetrics.classification import (
 from tumorcls.errors import TrainingDivergedError
 from tumorcls.labels import CLASS_NAMES
 from tumorcls.models.network import create_network
-
-SCHEDULERS = ("plateau", "cosine", "none")
+from tumorcls.models.optim import build_optimizer, build_scheduler
+from tumorcls.models.settings import ModelSettings
 
 
 def _metrics(num_classes: int) -> MetricCollection:
@@ -42,8 +42,10 @@ def _metrics(num_classes: int) -> MetricCollection:
 
 
 class TumorClassifier(L.LightningModule):
-    """timm backbone + GAP + dropout + linear head. Hyperparameters are plain values, so checkpoints
-    load with ``torch.load(weights_only=True)``."""
+    """timm backbone + GAP + dropout + linear head. The arguments are the flat keys of conf/model/*.yaml, saved
+    as plain-value hyperparameters (checkpoints load with ``torch.load(weights_only=True)``); the module reads
+    them grouped, as ``self.settings`` (architecture, inputs, optimizer, scheduler, recipe, runtime).
+    ``pretrained``/``weights`` say where the backbone's first weights come from (models.network)."""
 
     def __init__(
         self,
@@ -51,7 +53,7 @@ class TumorClassifier(L.LightningModule):
         num_classes: int = len(CLASS_NAMES),
         class_names: Sequence[str] = CLASS_NAMES,
         drop_rate: float = 0.5,
-        pretrained: bool = False,
+        pretrained: bool | None = None,
         weights: str | None = None,
         optimizer: str = "adam",
         lr: float = 1e-3,
@@ -73,14 +75,6 @@ class TumorClassifier(L.LightningModule):
         std: Sequence[float] = (0.229, 0.224, 0.225),
     ) -> None:
         super().__init__()
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown model.scheduler {scheduler!r}; choose one of {list(SCHEDULERS)}")
-        if optimizer not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"unknown model.optimizer {optimizer!r}; choose adam, adamw or sgd")
-        if not 0.0 <= backbone_lr_mult <= 1.0:
-            raise ValueError(f"model.backbone_lr_mult must be in [0, 1], got {backbone_lr_mult}")
-        if len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.save_hyperparameters(logger=False)
         # plain Python values only, so that checkpoints load with weights_only=True
         self.hparams.update(
@@ -89,7 +83,9 @@ class TumorClassifier(L.LightningModule):
             std=[float(s) for s in std],
             weights=str(weights) if weights else None,
         )
-        self.net, self.weights_source = create_network(backbone, num_classes, drop_rate, pretrained, weights)
+        self.settings = ModelSettings.from_flat(self.hparams)
+        arch = self.settings.architecture
+        self.net, self.weights_source = create_network(arch.backbone, num_classes, arch.drop_rate, pretrained, weights)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
@@ -102,32 +98,33 @@ class TumorClassifier(L.LightningModule):
         return list(self.hparams.class_names)
 
     def setup(self, stage: str) -> None:
-        if self.hparams.compile and "_compiled_net" not in self.__dict__:
+        runtime = self.settings.runtime
+        if runtime.compile and "_compiled_net" not in self.__dict__:
             # kept outside the module registry, so state_dict keys (and checkpoints) stay those of ``net``
-            object.__setattr__(self, "_compiled_net", torch.compile(self.net, mode=self.hparams.compile_mode))
+            object.__setattr__(self, "_compiled_net", torch.compile(self.net, mode=runtime.compile_mode))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.hparams.channels_last:
+        if self.settings.runtime.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.__dict__.get("_compiled_net", self.net)(x)
 
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for validation/test; with ``tta`` the mean of the image's and its mirror image's logits."""
         logits = self(x)
-        if self.hparams.tta:
+        if self.settings.runtime.tta:
             logits = (logits + self(torch.flip(x, dims=[3]))) / 2
         return logits
 
     def on_train_epoch_start(self) -> None:
         """A short frozen-backbone warm-up: only the new head learns for ``freeze_backbone_epochs`` epochs
         (BatchNorm statistics stay frozen too), so its random start does not disturb the pretrained features."""
-        frozen = self.current_epoch < self.hparams.freeze_backbone_epochs
+        frozen = self.current_epoch < self.settings.recipe.freeze_backbone_epochs
         self.net.backbone.requires_grad_(not frozen)
         if frozen:
             self.net.backbone.eval()
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), y, label_smoothing=self.hparams.label_smoothing)
+        return F.cross_entropy(logits.float(), y, label_smoothing=self.settings.recipe.label_smoothing)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -178,48 +175,21 @@ class TumorClassifier(L.LightningModule):
         self._log_eval_epoch("test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Uncalibrated probabilities (T = 1): the calibration temperature is checkpoint data
+        (``load_checkpoint(...)[1].temperature``), not model state."""
         x = batch[0] if isinstance(batch, list | tuple) else batch
-        return torch.softmax(self.eval_logits(x).float() / getattr(self, "temperature", 1.0), dim=1)
+        return torch.softmax(self.eval_logits(x).float(), dim=1)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer, with named parameter groups (``backbone``, ``head``) for discriminative learning rates."""
-        hp = self.hparams
-        # discriminative learning rates: the pretrained backbone moves slower than the new head
-        backbone = list(self.net.backbone.parameters())
-        in_backbone = {id(p) for p in backbone}  # by identity: names change when the net is compiled
-        params = [
-            {"name": "backbone", "params": backbone, "lr": hp.lr * hp.backbone_lr_mult},
-            {"name": "head", "params": [p for p in self.net.parameters() if id(p) not in in_backbone], "lr": hp.lr},
-        ]
-        if hp.optimizer in ("adam", "adamw"):
-            cls = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
-            try:  # one fused kernel per step instead of several per tensor: fewer launches on CUDA
-                opt = cls(params, lr=hp.lr, weight_decay=hp.weight_decay, fused=True)
-            except (RuntimeError, TypeError):  # a device or dtype without a fused kernel
-                opt = cls(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, nesterov=True, weight_decay=hp.weight_decay)
-        return opt
+        """The optimiser training uses (models.optim.build_optimizer over this network and its settings)."""
+        return build_optimizer(self.net, self.settings.optimizer)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        opt = self.build_optimizer()
-        if hp.scheduler == "none":
-            return {"optimizer": opt}
-        if hp.scheduler == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, mode="max", factor=hp.plateau_factor, patience=hp.plateau_patience, min_lr=hp.min_lr
-            )
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/acc", "interval": "epoch"}}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(total - 1, int(hp.warmup_epochs * total / max(1, self.trainer.max_epochs or 1)))
-        floor = min(1.0, hp.min_lr / hp.lr)
-
-        def cosine(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            progress = (step - warmup) / max(1, total - warmup)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        optimizer = self.build_optimizer()
+        settings = self.settings
+        if settings.scheduler.name == "cosine":  # estimated_stepping_batches may load the train data: only if needed
+            steps, epochs = int(self.trainer.estimated_stepping_batches), self.trainer.max_epochs
+        else:
+            steps, epochs = None, None
+        scheduler = build_scheduler(optimizer, settings.scheduler, settings.optimizer.lr, steps, epochs)
+        return {"optimizer": optimizer} if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}

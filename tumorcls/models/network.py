@@ -32,9 +32,20 @@ class TumorNet(nn.Module):
         return self.head(self.dropout(self.backbone(x)))
 
 
-def create_backbone(name: str, pretrained: bool = False, weights: str | Path | None = None) -> tuple[nn.Module, str]:
-    """A timm model with its classifier removed and average pooling; returns it and its weights source."""
-    use_hub = pretrained and not weights
+def create_backbone(
+    name: str, pretrained: bool | None = None, weights: str | Path | None = None
+) -> tuple[nn.Module, str]:
+    """A timm model with its classifier removed and average pooling; returns it and its weights source.
+
+    pretrained: True - ImageNet weights, from the local ``weights`` file when given, else timm's hub;
+    False - from scratch: random weights even when ``weights`` is set (model.weights defaults to env
+    TUMORCLS_WEIGHTS, which must not turn ``model.pretrained=false`` into a pretrained run);
+    None - the ``weights`` file when given, else random weights.
+    """
+    if pretrained is False and weights:
+        log.warning("model.pretrained=false: training '%s' from scratch, ignoring the weights file %s", name, weights)
+        weights = None
+    use_hub = bool(pretrained) and not weights
     try:
         backbone = timm.create_model(name, pretrained=use_hub, num_classes=0, global_pool="avg")
     except RuntimeError as exc:
@@ -54,7 +65,7 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | Path | N
         source = f"timm-hub:{backbone.pretrained_cfg.get('hf_hub_id') or name}"
     else:
         source = "random-init"
-        log.warning("backbone '%s' starts from random weights (model.pretrained=false and no model.weights)", name)
+        log.warning("backbone '%s' starts from random weights (no pretrained weights asked for)", name)
     return backbone, source
 
 
@@ -62,8 +73,9 @@ def create_network(
     backbone: str,
     num_classes: int,
     drop_rate: float = 0.5,
-    pretrained: bool = False,
+    pretrained: bool | None = None,
     weights: str | Path | None = None,
 ) -> tuple[TumorNet, str]:
+    """The backbone (see :func:`create_backbone` for ``pretrained`` and ``weights``) with the tutorial's head."""
     net, source = create_backbone(backbone, pretrained, weights)
     return TumorNet(net, num_classes, drop_rate), source

@@ -70,3 +70,32 @@ def hub_failure_message(name: str, exc: BaseException) -> str:
         "either go online, or use a local file with model.weights=/path/to/weights.safetensors "
         "(or env TUMORCLS_WEIGHTS), or train from scratch with model.pretrained=false"
     )
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub's host (HF_ENDPOINT, default huggingface.co) accepts a connection in time."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def cache_only_when_hub_unreachable(timeout: float = 3.0) -> None:
+    """huggingface_hub retries an unreachable hub for about 45 s before it looks in its cache. When a quick
+    probe finds no hub, switch it to offline mode for this process (as HF_HUB_OFFLINE=1 does): cached weights
+    load at once, missing ones fail at once with a one-line WeightsError."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode() or hub_reachable(timeout):
+        return
+    log.warning(
+        "the model hub %s cannot be reached: pretrained weights come from the local cache only", constants.ENDPOINT
+    )
+    constants.HF_HUB_OFFLINE = True

@@ -1,0 +1,57 @@
+"""Evaluate a model on a labelled folder-per-class dataset: metrics, report, confusion matrix, calibration.
+
+The model is a .ckpt, .onnx or .h5 file. The dataset is ROOT/<class>/* (class folders matched through aliases:
+glioma, notumor, no, meningioma, pituitary...), or the Kaggle layout ROOT/{Training,Testing}/<class>/* with
+--split Testing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tumorcls.errors import TumorclsError
+from tumorcls.evaluation.calibration import DEFAULT_BINS
+from tumorcls.evaluation.evaluate import evaluate_dataset
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model file: .ckpt, .onnx or .h5")
+    parser.add_argument("--data", required=True, type=Path, help="dataset root (folder per class, or Kaggle layout)")
+    parser.add_argument("--split", help="sub-folder of --data holding the class folders (e.g. Testing)")
+    parser.add_argument("--out", type=Path, help="output folder (default: eval_<model name>)")
+    parser.add_argument("--tta", action="store_true", help="average each image with its mirror image")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, help="CPU threads for torch / ONNX Runtime")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (checkpoints only)")
+    parser.add_argument(
+        "--bins", type=int, default=DEFAULT_BINS, help="confidence bins for ECE and the reliability diagram"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise TumorclsError("--batch-size must be at least 1")
+    if args.bins < 1:
+        raise TumorclsError("--bins must be at least 1")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise TumorclsError(f"--out '{args.out}' is a file; give a folder for the artifacts")
+    out = args.out or Path(f"eval_{Path(args.model).stem}")
+    metrics, result = evaluate_dataset(
+        args.model,
+        args.data,
+        out,
+        args.split,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        device=args.device,
+        threads=args.threads,
+        bins=args.bins,
+    )
+    cal = metrics["calibration"]
+    before = f", ECE at T=1 {cal['ece_uncalibrated']:.4f}" if "ece_uncalibrated" in cal else ""
+    print(
+        f"{metrics['n']} images: accuracy {metrics['acc']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+        f"ECE {cal['ece']:.4f}{before}; {len(result['failures'])} unreadable; artifacts in {out}"
+    )
+    return 0
