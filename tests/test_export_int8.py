@@ -14,7 +14,7 @@ import torch
 from tests.export_fixtures import make_checkpoint, perturb, write_splits
 from tumorcls.errors import ExportError
 from tumorcls.export import run as export_run
-from tumorcls.export.run import export_checkpoint, onnx_probabilities, onnx_session, torch_probabilities
+from tumorcls.export.run import export_checkpoint, torch_probabilities
 from tumorcls.export.spec import spec_for
 from tumorcls.export.static_graph import Conv2dSame, PooledSqueezeExcite, StaticSameConv2d, same_padding, static_network
 from tumorcls.export.to_onnx import onnx_bytes
@@ -121,7 +121,7 @@ def test_int8_calibrates_on_the_runs_train_split(run_dir: Path, synthetic_root: 
 
 def test_int8_that_disagrees_is_refused(run_dir: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = export_run.torch_probabilities
-    monkeypatch.setattr(export_run, "torch_probabilities", lambda m, x: real(m, x)[:, ::-1].copy())
+    monkeypatch.setattr(export_run, "torch_probabilities", lambda *args: real(*args)[:, ::-1].copy())
     out = run_dir / "refused.int8.onnx"
     before = set(run_dir.iterdir())
     with pytest.raises(ExportError, match=r"the int8 ONNX file agrees with the PyTorch model on \d+\.\d% of 8 images"):
@@ -136,9 +136,8 @@ def test_format_all_stays_exact_and_int8_is_named(int8: export_run.ExportResult,
     assert export_run.resolve_formats("ONNX_INT8") == ("onnx_int8",)
     with pytest.raises(ExportError, match=r"must end in \.onnx for format=onnx_int8"):
         export_run.output_paths(("onnx_int8",), run_dir, run_dir / "m.h5")
-    session = onnx_session(int8.path)
     pixels = np.zeros((2, 64, 64, 3), dtype=np.uint8)
-    assert onnx_probabilities(session, pixels).shape == (2, 4)
+    assert load_predictor(int8.path).predict_proba(pixels).shape == (2, 4)
 
 
 def test_percentile_failure_falls_back_to_min_max(monkeypatch: pytest.MonkeyPatch) -> None:

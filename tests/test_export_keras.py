@@ -21,10 +21,11 @@ from tumorcls.export import run as export_run  # noqa: E402
 from tumorcls.export import to_keras as export_keras  # noqa: E402
 from tumorcls.export.run import export_checkpoint, torch_probabilities  # noqa: E402
 from tumorcls.export.spec import spec_for  # noqa: E402
-from tumorcls.export.to_keras import build_keras_model, keras_probabilities, load_keras_model  # noqa: E402
+from tumorcls.export.to_keras import build_keras_model  # noqa: E402
 from tumorcls.inference.backends import load_predictor  # noqa: E402
+from tumorcls.inference.backends.keras_h5 import keras_probabilities, load_keras_model  # noqa: E402
 from tumorcls.labels import CLASS_NAMES  # noqa: E402
-from tumorcls.models.checkpoint import load_classifier  # noqa: E402
+from tumorcls.models.checkpoint import load_checkpoint  # noqa: E402
 from tumorcls.models.lit_module import TumorClassifier  # noqa: E402
 
 STANDARD_LAYERS = {
@@ -77,7 +78,7 @@ def test_h5_loads_and_matches_pytorch(run_dir: Path, exported: export_run.Export
     assert tuple(keras_model.input_shape) == (None, 64, 64, 3) and tuple(keras_model.output_shape) == (None, 4)
     rgb = _pixels(5, 64)
     p_keras = keras_probabilities(keras_model, _bgr(rgb))
-    p_torch = torch_probabilities(load_classifier(run_dir / "checkpoints/best.ckpt"), rgb)
+    p_torch = torch_probabilities(load_checkpoint(run_dir / "checkpoints/best.ckpt")[0], rgb)
     np.testing.assert_allclose(p_keras.sum(1), 1.0, atol=1e-5)
     assert np.abs(p_keras - p_torch).max() <= 1e-4
     assert p_torch.max() - p_torch.min() > 0.2  # confident, image-dependent outputs: not a trivial parity
@@ -101,13 +102,13 @@ def test_keras_predictor_takes_rgb_and_reads_labels(run_dir: Path, exported: exp
     assert predictor.backend == "keras" and predictor.class_names == list(CLASS_NAMES)
     assert predictor.input_size == 64 and predictor.temperature == 1.0
     rgb = _pixels(3, 64, seed=4)
-    expected = torch_probabilities(load_classifier(run_dir / "checkpoints/best.ckpt"), rgb)
+    expected = torch_probabilities(load_checkpoint(run_dir / "checkpoints/best.ckpt")[0], rgb)
     assert np.abs(predictor.predict_proba(rgb) - expected).max() <= 1e-4
 
 
 def test_failed_parity_writes_nothing(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = export_run.torch_probabilities
-    monkeypatch.setattr(export_run, "torch_probabilities", lambda m, x: real(m, x) + np.float32(1e-3))
+    monkeypatch.setattr(export_run, "torch_probabilities", lambda *args: real(*args) + np.float32(1e-3))
     with pytest.raises(ExportError, match=r"the Keras \.h5 does not reproduce the PyTorch model: max \|dp\|"):
         export_checkpoint(run_dir / "checkpoints/best.ckpt", "keras", out=tmp_path / "bad.h5", n_check=2)
     assert list(tmp_path.iterdir()) == []  # neither the final name nor a staged temporary

@@ -16,10 +16,10 @@ import torch
 from tests.export_fixtures import REPO, export_cli, make_checkpoint, write_splits
 from tumorcls.errors import CheckpointError, ExportError
 from tumorcls.export import run as export_run
-from tumorcls.export.run import export_checkpoint, onnx_probabilities, onnx_session, torch_probabilities
+from tumorcls.export.run import export_checkpoint, torch_probabilities
 from tumorcls.inference.backends import load_predictor
 from tumorcls.labels import CLASS_NAMES
-from tumorcls.models.checkpoint import load_classifier
+from tumorcls.models.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +66,9 @@ def test_parity_was_checked_on_the_runs_splits(exported: export_run.ExportResult
 
 @pytest.mark.parametrize("batch", [1, 7])
 def test_dynamic_batch_matches_pytorch(run_dir: Path, exported: export_run.ExportResult, batch: int) -> None:
-    model = load_classifier(run_dir / "checkpoints/best.ckpt")
+    model = load_checkpoint(run_dir / "checkpoints/best.ckpt")[0]
     pixels = _pixels(batch)
-    p_onnx = onnx_probabilities(onnx_session(exported.path), pixels)
+    p_onnx = load_predictor(exported.path).predict_proba(pixels)
     p_torch = torch_probabilities(model, pixels)
     assert p_onnx.shape == (batch, 4)
     np.testing.assert_allclose(p_onnx.sum(1), 1.0, atol=1e-5)
@@ -79,14 +79,14 @@ def test_dynamic_batch_matches_pytorch(run_dir: Path, exported: export_run.Expor
 
 def test_preprocessing_is_in_the_graph(run_dir: Path, exported: export_run.ExportResult) -> None:
     """Raw 0..255 pixels in == the PyTorch net on (x/255 - mean)/std, softmaxed."""
-    model = load_classifier(run_dir / "checkpoints/best.ckpt")
+    model = load_checkpoint(run_dir / "checkpoints/best.ckpt")[0]
     pixels = _pixels(3, seed=5)
     mean = torch.tensor(model.hparams.mean).view(1, 3, 1, 1)
     std = torch.tensor(model.hparams.std).view(1, 3, 1, 1)
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
     with torch.no_grad():
         expected = torch.softmax(model.net((x / 255 - mean) / std), 1).numpy()
-    got = onnx_probabilities(onnx_session(exported.path), pixels)
+    got = load_predictor(exported.path).predict_proba(pixels)
     assert np.abs(got - expected).max() <= 1e-4
 
 
@@ -95,7 +95,7 @@ def test_onnx_predictor_reads_the_export(exported: export_run.ExportResult, run_
     assert predictor.class_names == list(CLASS_NAMES) and predictor.input_size == 64
     assert predictor.temperature == 1.0
     pixels = _pixels(2, seed=9)
-    expected = torch_probabilities(load_classifier(run_dir / "checkpoints/best.ckpt"), pixels)
+    expected = torch_probabilities(load_checkpoint(run_dir / "checkpoints/best.ckpt")[0], pixels)
     assert np.abs(predictor.predict_proba(pixels) - expected).max() <= 1e-4
 
 
@@ -115,7 +115,7 @@ def test_existing_file_is_kept_unless_overwrite(run_dir: Path, tmp_path: Path, s
 
 def test_failed_parity_writes_nothing(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = export_run.torch_probabilities
-    monkeypatch.setattr(export_run, "torch_probabilities", lambda m, x: real(m, x) + np.float32(1e-3))
+    monkeypatch.setattr(export_run, "torch_probabilities", lambda *args: real(*args) + np.float32(1e-3))
     out = tmp_path / "bad.onnx"
     with pytest.raises(ExportError, match=r"the ONNX file does not reproduce the PyTorch model: max \|dp\| 1\.0+e-03"):
         export_checkpoint(run_dir / "checkpoints/best.ckpt", "onnx", out=out, n_check=2)

@@ -17,7 +17,7 @@ from tests.synthetic import MARK_CENTRES, make_dataset
 from tests.tiny_model import tiny_checkpoint
 from tumorcls.cli.main import main
 from tumorcls.data.decode import DecodeOptions, read_image
-from tumorcls.inference.backends import TorchPredictor, load_predictor, softmax
+from tumorcls.inference.backends import Predictor, TorchPredictor, load_predictor, softmax
 from tumorcls.inference.batching import predict_batch
 from tumorcls.labels import CLASS_NAMES
 
@@ -40,10 +40,10 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def onnx_model(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tumorcls.export.spec import spec_for
     from tumorcls.export.to_onnx import export_onnx
-    from tumorcls.models.checkpoint import load_classifier
+    from tumorcls.models.checkpoint import load_checkpoint
 
-    model = load_classifier(ckpt)
-    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx", spec_for(model, ckpt))
+    model, info = load_checkpoint(ckpt)
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx", spec_for(model, ckpt, info))
 
 
 def predict_json(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, dict, str]:
@@ -118,7 +118,7 @@ def test_tta_averages_the_image_and_its_mirror(ckpt: Path, images: Path, capsys)
 def test_tta_gives_the_same_answer_from_probabilities_only(ckpt: Path, images: Path) -> None:
     """An ONNX or Keras model gives probabilities only; TTA must still equal the checkpoint's mean-logit TTA."""
 
-    class ProbabilitiesOnly:
+    class ProbabilitiesOnly(Predictor):
         backend, class_names = "onnx", list(CLASS_NAMES)
 
         def __init__(self, inner: TorchPredictor) -> None:
@@ -229,10 +229,10 @@ def test_cuda_without_a_gpu_is_one_line(ckpt: Path, images: Path, capsys: pytest
 
 def test_an_invalid_stored_temperature_is_refused(ckpt: Path, tmp_path: Path) -> None:
     from tumorcls.errors import CheckpointError
-    from tumorcls.models.checkpoint import load_classifier
+    from tumorcls.models.checkpoint import load_checkpoint
 
     bad = torch.load(ckpt, weights_only=True)
     bad["tumorcls"] = {"temperature": -1.0}  # would silently reverse the class ranking
     torch.save(bad, tmp_path / "bad.ckpt")
     with pytest.raises(CheckpointError, match="invalid calibration temperature -1.0"):
-        load_classifier(tmp_path / "bad.ckpt")
+        load_checkpoint(tmp_path / "bad.ckpt")

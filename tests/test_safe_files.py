@@ -19,7 +19,7 @@ from PIL import ImageFile
 from tumorcls.data.decode import DecodeOptions, ImageDecodeError, decode_image, read_image
 from tumorcls.errors import CheckpointError
 from tumorcls.labels import CLASS_NAMES
-from tumorcls.models.checkpoint import load_classifier
+from tumorcls.models.checkpoint import load_checkpoint
 from tumorcls.models.lit_module import TumorClassifier
 
 # ------------------------------------------------------------------------------------------- checkpoints
@@ -51,14 +51,14 @@ def _tampered(good: Path, target: Path, change: Callable[[dict[str, Any]], None]
 
 def _refused(path: Path, match: str) -> str:
     with pytest.raises(CheckpointError, match=match) as err:
-        load_classifier(path)
+        load_checkpoint(path)
     message = str(err.value)
     assert "\n" not in message and str(path) in message
     return message
 
 
 def test_our_own_checkpoint_loads(good_ckpt: Path) -> None:
-    model = load_classifier(good_ckpt)
+    model, _ = load_checkpoint(good_ckpt)
     assert model.class_names == list(CLASS_NAMES) and not model.training
     saved = torch.load(good_ckpt, weights_only=True)["state_dict"]
     assert torch.equal(model.net.head.weight, saved["net.head.weight"])

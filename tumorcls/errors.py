@@ -21,6 +21,10 @@ class TrainingDivergedError(TumorclsError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
+class OutputError(TumorclsError):
+    """An output file that cannot be written (disk full, read-only file system, no permission, not a folder)."""
+
+
 class ExportError(TumorclsError):
     """An export could not be written or does not reproduce the PyTorch model."""
 

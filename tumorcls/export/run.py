@@ -1,5 +1,8 @@
 """What ``export.py`` runs: load a checkpoint, write ONNX and/or Keras .h5 files atomically, and keep a
-file only if it reproduces the PyTorch model's probabilities on real (or, failing that, synthetic) pixels."""
+file only if it reproduces the PyTorch model's probabilities on real (or, failing that, synthetic) pixels.
+
+Both sides of that comparison are the inference backends users run: the checkpoint backend gives the
+reference, and the written (temporary) file is loaded by the ONNX or Keras backend, contract checks included."""
 
 from __future__ import annotations
 
@@ -13,19 +16,23 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
-from tumorcls.data.decode import DecodeOptions, ImageDecodeError, is_image_path, read_image
+from tumorcls.data.decode import DecodeOptions, ImageDecodeError, read_image
+from tumorcls.data.files import find_images
 from tumorcls.errors import ExportError
 from tumorcls.export.spec import ALL_FORMATS, FORMATS, SUFFIXES, ExportSpec, ensure_writable, load_for_export
-from tumorcls.export.to_onnx import MIN_OPSET, export_onnx, probability_model
+from tumorcls.export.to_onnx import MIN_OPSET, export_onnx
+from tumorcls.inference.backends import ModelFileError, OnnxPredictor, Predictor, TorchPredictor
+from tumorcls.models.checkpoint import CheckpointInfo
 from tumorcls.models.lit_module import TumorClassifier
+from tumorcls.training.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_MIN_AGREEMENT = 0.8
 DEFAULT_NAMES = {"onnx": "model.onnx", "keras": "model.h5", "onnx_int8": "model.int8.onnx"}
+PARITY_BATCH = 32  # the reference is computed this many images at a time
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ def output_paths(formats: Sequence[str], run_dir: Path, out: str | Path | None) 
     """Where each format goes: ``out`` is the file for one format, the folder for several;
     by default ``<run>/export/model.onnx`` and ``<run>/export/model.h5``."""
     if out is None or str(out) == "":
-        return {f: run_dir / "export" / DEFAULT_NAMES[f] for f in formats}
+        return {f: RunLayout(run_dir).export_dir / DEFAULT_NAMES[f] for f in formats}
     out = Path(out).expanduser()
     if len(formats) > 1:
         if out.suffix.lower() in SUFFIXES.values():
@@ -79,21 +86,16 @@ def output_paths(formats: Sequence[str], run_dir: Path, out: str | Path | None) 
 
 
 def _image_files(items: Sequence[str | Path], purpose: str = "parity") -> list[Path]:
-    files: list[Path] = []
-    for item in items:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p)))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise ExportError(f"{purpose} image '{path}' not found")
+    """The files, folders (searched recursively) and globs given, by the data stage's one finder."""
+    files, missing = find_images(items)
+    if missing:
+        raise ExportError(f"{purpose} image '{missing[0][0]}' not found")
     return files
 
 
 def _data_root_of_run(run_dir: Path) -> Path | None:
     """The data root the run trained on, from its Hydra config (``data.root``), if it resolves."""
-    config = run_dir / ".hydra" / "config.yaml"
+    config = RunLayout(run_dir).hydra_config
     if not config.is_file():
         return None
     try:
@@ -109,7 +111,7 @@ def _manifest_files(
     run_dir: Path, data_root: str | Path | None, n: int, splits: Sequence[str] = ("test", "val", "train")
 ) -> list[Path]:
     """Up to ``n`` files of the run's splits.csv from ``splits``, in that order, taking the classes in turn."""
-    manifest = run_dir / "splits.csv"
+    manifest = RunLayout(run_dir).splits_csv
     if not manifest.is_file():
         return []
     with open(manifest, newline="") as fh:
@@ -212,30 +214,15 @@ def synthetic_scans(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=3)
 
 
-# ---------------------------------------------------------------- the three ways to compute probabilities
+# ---------------------------------------------------------------- the checks, through the inference backends
 
 
-def torch_probabilities(model: TumorClassifier, rgb: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """The reference: the exported computation run eagerly in PyTorch on uint8/float RGB NHWC pixels."""
-    wrapper = probability_model(model).cpu()
-    x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(0, 3, 1, 2)
-    with torch.inference_mode():
-        parts = [wrapper(x[i : i + batch_size]).float().numpy() for i in range(0, len(x), batch_size)]
-    return np.concatenate(parts)
-
-
-def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_probabilities(session: Any, rgb: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(np.asarray(rgb, dtype=np.float32).transpose(0, 3, 1, 2))
-    return np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0])
+def torch_probabilities(model: TumorClassifier, rgb: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """The reference: the checkpoint backend (what ``tumorcls predict --model best.ckpt`` runs) on uint8 RGB
+    NHWC pixels, ``temperature`` included."""
+    predictor = TorchPredictor(model, "cpu", CheckpointInfo(temperature=float(temperature)))
+    batches = [predictor.predict_proba(rgb[i : i + PARITY_BATCH]) for i in range(0, len(rgb), PARITY_BATCH)]
+    return np.concatenate(batches) if batches else predictor.predict_proba(rgb)
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -254,14 +241,22 @@ def _require(details: dict[str, float], atol: float, what: str) -> float:
     return worst
 
 
+def _load_export(backend: type[Predictor], path: Path, what: str, **options: Any) -> Predictor:
+    """The written file through the backend users run it with; a refusal there is the export's failure."""
+    try:
+        return backend(path, **options)
+    except ModelFileError as exc:
+        raise ExportError(f"{what} is refused by its inference backend: {exc}") from None
+
+
 def onnx_check(reference: np.ndarray, pixels: np.ndarray, atol: float, found: dict[str, float]) -> Callable:
-    """A check for ``export_onnx``: batch N and batch 1 through ONNX Runtime must match PyTorch."""
+    """A check for ``export_onnx``: batch N and batch 1 through the ONNX backend must match PyTorch."""
 
     def check(path: Path) -> None:
         # onnx.checker already passed on these bytes in export_onnx.onnx_bytes
-        session = onnx_session(path)
-        found["batch_n"] = _max_diff(onnx_probabilities(session, pixels), reference)
-        found["batch_1"] = _max_diff(onnx_probabilities(session, pixels[:1]), reference[:1])
+        predictor = _load_export(OnnxPredictor, path, "the ONNX file")
+        found["batch_n"] = _max_diff(predictor.predict_proba(pixels), reference)
+        found["batch_1"] = _max_diff(predictor.predict_proba(pixels[:1]), reference[:1])
         _require(found, atol, "the ONNX file")
 
     return check
@@ -274,7 +269,7 @@ def onnx_int8_check(
     ``min_agreement`` of the parity images; the largest probability difference is reported."""
 
     def check(path: Path) -> None:
-        probabilities = onnx_probabilities(onnx_session(path), pixels)
+        probabilities = _load_export(OnnxPredictor, path, "the int8 ONNX file").predict_proba(pixels)
         found["batch_n"] = _max_diff(probabilities, reference)
         agreement = float((probabilities.argmax(1) == reference.argmax(1)).mean())
         found["top1_agreement"] = agreement
@@ -288,26 +283,97 @@ def onnx_int8_check(
 
 
 def keras_check(reference: np.ndarray, pixels: np.ndarray, atol: float, found: dict[str, float]) -> Callable:
-    """A check for ``export_keras``: the file, loaded by Keras 3 and by tf_keras, must match PyTorch."""
-    from tumorcls.export.to_keras import keras_probabilities, load_keras_model
+    """A check for ``export_keras``: the file, loaded by the Keras backend with Keras 3 and with tf_keras,
+    must match PyTorch."""
+    from tumorcls.inference.backends.keras_h5 import KerasPredictor
 
     def check(path: Path) -> None:
-        bgr = np.ascontiguousarray(pixels[..., ::-1], dtype=np.float32)
         for api in ("tf_keras", "keras3"):
-            try:
-                keras_model = load_keras_model(path, api)
-            except ExportError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - Keras raises many types; the message says enough
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise ExportError(f"the .h5 does not load with {api}: {first[:300]}") from None
-            found[api] = _max_diff(keras_probabilities(keras_model, bgr), reference)
+            predictor = _load_export(KerasPredictor, path, f"the .h5 (with {api})", api=api)
+            found[api] = _max_diff(predictor.predict_proba(pixels), reference)
         _require(found, atol, "the Keras .h5")
 
     return check
 
 
 # ---------------------------------------------------------------- the command
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What an export will do, settled (and refused, if it must be) before anything is written."""
+
+    model: TumorClassifier
+    spec: ExportSpec
+    targets: dict[str, Path]
+    parity: ParityImages
+    reference: np.ndarray  # the checkpoint backend's probabilities on the parity pixels
+    calibration: ParityImages | None
+
+
+def plan_export(
+    ckpt: str | Path | None,
+    fmt: str,
+    out: str | Path | None,
+    overwrite: bool,
+    opset: int,
+    n_check: int,
+    parity: dict[str, Any],
+    calibration: dict[str, Any],
+) -> ExportPlan:
+    """Check the options, load the checkpoint, refuse unwritable targets, gather the images."""
+    if not ckpt:
+        raise ExportError("no checkpoint given: python export.py ckpt=<run>/checkpoints/best.ckpt [format=onnx]")
+    formats = resolve_formats(fmt)
+    if n_check < 1:
+        raise ExportError(f"n_check must be at least 1, got {n_check}")
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is too old; use opset >= {MIN_OPSET}")
+    model, spec = load_for_export(ckpt)
+    targets = output_paths(formats, Path(spec.run_dir), out)
+    for path in targets.values():  # refuse before writing anything, so format=all is all or nothing at the start
+        ensure_writable(path, overwrite)
+    if "keras" in formats:
+        from tumorcls.export.to_keras import import_keras
+
+        import_keras()  # fail before any export when TensorFlow is missing
+    calibrate = calibration_images(spec, **calibration) if "onnx_int8" in formats else None
+    images = parity_images(spec, n=n_check, **parity)
+    reference = torch_probabilities(model, images.pixels, spec.temperature)
+    return ExportPlan(model, spec, targets, images, reference, calibrate)
+
+
+def _write_one(
+    plan: ExportPlan, fmt: str, path: Path, opset: int, overwrite: bool, limits: dict[str, float]
+) -> ExportResult:
+    """Write one format (checked before it gets its final name) and describe it."""
+    found: dict[str, float] = {}
+    pixels, reference = plan.parity.pixels, plan.reference
+    if fmt == "onnx":
+        check = onnx_check(reference, pixels, limits["atol"], found)
+        written = export_onnx(plan.model, path, plan.spec, opset, overwrite, check)
+    elif fmt == "onnx_int8":
+        log.info("int8 calibration on %s", plan.calibration.source)
+        check = onnx_int8_check(reference, pixels, limits["int8_min_agreement"], found)
+        written = export_onnx(plan.model, path, plan.spec, opset, overwrite, check, plan.calibration.pixels)
+    else:
+        from tumorcls.export.to_keras import export_keras
+
+        written = export_keras(
+            plan.model, path, plan.spec, overwrite, keras_check(reference, pixels, limits["atol"], found)
+        )
+    worst = max(v for k, v in found.items() if k != "top1_agreement")
+    result = ExportResult(fmt, str(written), written.stat().st_size, worst, len(pixels), plan.parity.source, found)
+    log.info(
+        "wrote %s (%s, %.1f MB); max |p_%s - p_torch| = %.2e on %s",
+        written,
+        fmt,
+        result.size_bytes / 1e6,
+        fmt,
+        result.max_abs_diff,
+        plan.parity.source,
+    )
+    return result
 
 
 def export_checkpoint(
@@ -325,56 +391,16 @@ def export_checkpoint(
     int8_min_agreement: float = DEFAULT_MIN_AGREEMENT,
 ) -> list[ExportResult]:
     """Export ``ckpt`` to each format; every file is verified before it gets its final name."""
-    if not ckpt:
-        raise ExportError("no checkpoint given: python export.py ckpt=<run>/checkpoints/best.ckpt [format=onnx]")
-    formats = resolve_formats(fmt)
-    if n_check < 1:
-        raise ExportError(f"n_check must be at least 1, got {n_check}")
-    if opset < MIN_OPSET:
-        raise ExportError(f"opset {opset} is too old; use opset >= {MIN_OPSET}")
-    model, spec = load_for_export(ckpt)
-    targets = output_paths(formats, Path(spec.run_dir), out)
-    for path in targets.values():  # refuse before writing anything, so format=all is all or nothing at the start
-        ensure_writable(path, overwrite)
-    if "keras" in formats:
-        from tumorcls.export.to_keras import import_keras
-
-        import_keras()  # fail before any export when TensorFlow is missing
-    calibrate = calibration_images(spec, calibration, data_root, n_calibrate) if "onnx_int8" in formats else None
-    parity = parity_images(spec, images, data_root, n_check)
-    reference = torch_probabilities(model, parity.pixels)
-    log.info("parity check on %s; tolerance %g", parity.source, atol)
-    results = []
-    for fmt_name, path in targets.items():
-        found: dict[str, float] = {}
-        if fmt_name == "onnx":
-            check = onnx_check(reference, parity.pixels, atol, found)
-            written = export_onnx(model, path, spec, opset, overwrite, check)
-        elif fmt_name == "onnx_int8":
-            log.info("int8 calibration on %s", calibrate.source)
-            check = onnx_int8_check(reference, parity.pixels, int8_min_agreement, found)
-            written = export_onnx(model, path, spec, opset, overwrite, check, calibration=calibrate.pixels)
-        else:
-            from tumorcls.export.to_keras import export_keras
-
-            written = export_keras(model, path, spec, overwrite, keras_check(reference, parity.pixels, atol, found))
-        result = ExportResult(
-            fmt_name,
-            str(written),
-            written.stat().st_size,
-            max(v for k, v in found.items() if k != "top1_agreement"),
-            len(parity.pixels),
-            parity.source,
-            found,
-        )
-        log.info(
-            "wrote %s (%s, %.1f MB); max |p_%s - p_torch| = %.2e on %s",
-            written,
-            fmt_name,
-            result.size_bytes / 1e6,
-            fmt_name,
-            result.max_abs_diff,
-            parity.source,
-        )
-        results.append(result)
-    return results
+    plan = plan_export(
+        ckpt,
+        fmt,
+        out,
+        overwrite,
+        opset,
+        n_check,
+        parity={"images": images, "data_root": data_root},
+        calibration={"images": calibration, "data_root": data_root, "n": n_calibrate},
+    )
+    log.info("parity check on %s; tolerance %g", plan.parity.source, atol)
+    limits = {"atol": atol, "int8_min_agreement": int8_min_agreement}
+    return [_write_one(plan, f, path, opset, overwrite, limits) for f, path in plan.targets.items()]

@@ -1,22 +1,32 @@
-"""What every export shares: the model's description (labels, input, preprocessing, provenance) and
-the rule that an existing file is replaced only when asked."""
+"""The model description an exported file carries (labels, input, preprocessing, temperature, provenance):
+written here into ONNX metadata_props / HDF5 attributes, and read back here by the inference backends.
+
+It imports only the standard library at module level, so ``tumorcls.inference`` can read metadata without
+pulling in the exporters; building a spec from a checkpoint imports the model code when called.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tumorcls.atomic_io import check_writable
 from tumorcls.errors import ExportError
-from tumorcls.models.checkpoint import load_classifier, read_checkpoint
-from tumorcls.models.lit_module import TumorClassifier
+from tumorcls.training.layout import RunLayout
+
+if TYPE_CHECKING:
+    from tumorcls.models.checkpoint import CheckpointInfo
+    from tumorcls.models.lit_module import TumorClassifier
 
 FORMATS = ("onnx", "keras", "onnx_int8")
 ALL_FORMATS = ("onnx", "keras")  # format=all: the exact (float) exports; int8 is asked for by name
 SUFFIXES = {"onnx": ".onnx", "keras": ".h5", "onnx_int8": ".onnx"}
+H5_ATTR_PREFIX = "tumorcls_"  # an .h5 export's metadata are the file attributes named tumorcls_<key>
 
 
 @dataclass(frozen=True)
@@ -37,7 +47,7 @@ class ExportSpec:
     exported_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def metadata(self, input_spec: dict[str, Any], output_spec: dict[str, Any]) -> dict[str, str]:
-        """Flat string key/values (ONNX metadata_props, HDF5 attributes)."""
+        """Flat string key/values (ONNX metadata_props, HDF5 attributes); :func:`read_metadata` parses them."""
         run = {"checkpoint": self.source, "sha256": self.source_sha256, "run_dir": self.run_dir}
         run.update(epoch=self.epoch, global_step=self.global_step)
         return {
@@ -58,6 +68,58 @@ class ExportSpec:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class DeclaredContract:
+    """What a model file's metadata declares (None where it says nothing, e.g. the tutorial's .h5)."""
+
+    class_names: list[str] | None = None
+    input_size: int | None = None
+    temperature: float | None = None
+
+
+def _declared_input_size(raw: str | None) -> int | None:
+    """The spatial size in an ``input_spec`` (NCHW or NHWC shape), when it is a number."""
+    try:
+        spec = json.loads(raw) if raw else {}
+        shape = spec["shape"]
+        size = shape[2] if spec.get("layout", "NCHW") == "NCHW" else shape[1]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    return size if isinstance(size, int) and size > 0 else None
+
+
+def read_metadata(meta: Mapping[str, str], where: str = "the model file") -> DeclaredContract:
+    """Parse what :meth:`ExportSpec.metadata` wrote (class names as JSON, or comma separated by other tools)."""
+    names = meta.get("class_names")
+    class_names = None
+    if names is not None:
+        try:
+            parsed = json.loads(names)
+        except json.JSONDecodeError:
+            parsed = [n.strip() for n in str(names).split(",")]
+        class_names = [str(n) for n in (parsed if isinstance(parsed, list) else [parsed])]
+    temperature = None
+    if "temperature" in meta:
+        try:
+            temperature = float(meta["temperature"])
+        except ValueError:
+            raise ValueError(f"{where} has a temperature that is not a number: {meta['temperature']!r}") from None
+    return DeclaredContract(class_names, _declared_input_size(meta.get("input_spec")), temperature)
+
+
+def h5_attributes(metadata: Mapping[str, str]) -> dict[str, str]:
+    """Metadata as the HDF5 attribute names of an .h5 export."""
+    return {f"{H5_ATTR_PREFIX}{key}": value for key, value in metadata.items()}
+
+
+def read_h5_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata an .h5 export carries (empty for a file that is not a tumorcls export)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {k[len(H5_ATTR_PREFIX) :]: str(v) for k, v in f.attrs.items() if k.startswith(H5_ATTR_PREFIX)}
+
+
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -66,8 +128,15 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def spec_for(model: TumorClassifier, source: str | Path | None = None) -> ExportSpec:
-    """The spec of a loaded classifier; ``source`` is its checkpoint, if it came from one."""
+def spec_for(
+    model: TumorClassifier, source: str | Path | None = None, info: CheckpointInfo | None = None
+) -> ExportSpec:
+    """The spec of a loaded classifier; ``source`` is its checkpoint, if it came from one, and ``info`` what
+    that checkpoint holds besides weights (read from ``source`` when not given; defaults without a source)."""
+    from tumorcls.models.checkpoint import CheckpointInfo, checkpoint_info, read_checkpoint
+
+    if info is None:
+        info = checkpoint_info(read_checkpoint(source), source) if source is not None else CheckpointInfo()
     hp = model.hparams
     spec: dict[str, Any] = {
         "class_names": tuple(hp.class_names),
@@ -75,29 +144,30 @@ def spec_for(model: TumorClassifier, source: str | Path | None = None) -> Export
         "input_size": int(hp.input_size),
         "mean": tuple(float(m) for m in hp.mean),
         "std": tuple(float(s) for s in hp.std),
-        "temperature": float(getattr(model, "temperature", 1.0)),
+        "temperature": float(info.temperature),
     }
     if source is not None:
         path = Path(source).expanduser().resolve()
-        # load_classifier noted the progress; read the file again only for a model built otherwise
-        progress = getattr(model, "trained_progress", None) or read_checkpoint(path)
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        run_dir = RunLayout.of_checkpoint(path).root
         spec.update(source=str(path), source_sha256=_sha256_file(path), run_dir=str(run_dir))
-        spec.update(epoch=progress.get("epoch"), global_step=progress.get("global_step"))
+        spec.update(epoch=info.epoch, global_step=info.global_step)
     return ExportSpec(**spec)
 
 
 def load_for_export(ckpt: str | Path) -> tuple[TumorClassifier, ExportSpec]:
     """Our checkpoint, loaded safely (weights_only) in eval mode, and its export spec."""
-    model = load_classifier(ckpt)
-    return model, spec_for(model, ckpt)
+    from tumorcls.models.checkpoint import load_checkpoint
+
+    model, info = load_checkpoint(ckpt)
+    return model, spec_for(model, ckpt, info)
 
 
 def ensure_writable(path: str | Path, overwrite: bool) -> Path:
-    """Refuse to replace an existing file unless ``overwrite``; refuse directories always."""
+    """Refuse to replace an existing file unless ``overwrite``; refuse directories always, and a place that
+    cannot be written (read-only, full, under a file) before any work."""
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"output '{path}' is a directory, expected a file path")
     if path.exists() and not overwrite:
         raise ExportError(f"'{path}' exists; pass overwrite=true to replace it")
-    return path
+    return check_writable(path)

@@ -24,7 +24,9 @@ from torch import nn
 
 from tumorcls.atomic_io import atomic_write
 from tumorcls.errors import ExportError
-from tumorcls.export.spec import ExportSpec, ensure_writable
+from tumorcls.export.spec import ExportSpec, ensure_writable, h5_attributes
+from tumorcls.inference.backends.keras_h5 import keras_module
+from tumorcls.inference.backends.keras_h5 import load_keras_model as load_keras_model  # noqa: F401 - bench loads here
 from tumorcls.models.lit_module import TumorClassifier
 
 INPUT_NAME = "image_bgr"
@@ -32,43 +34,14 @@ _BLOCKS = ("DepthwiseSeparableConv", "InvertedResidual", "EdgeResidual", "ConvBn
 _ACTIVATIONS = {"SiLU": "swish", "Swish": "swish", "ReLU": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
 
 
-KERAS_APIS = ("tf_keras", "keras3")
-
-
 def import_keras(api: str = "tf_keras") -> Any:
     """tf_keras (Keras 2 API) or ``tf.keras`` (Keras 3), or one clear error naming the extra to install."""
-    if api not in KERAS_APIS:
-        raise ValueError(f"unknown Keras API {api!r}; expected one of {KERAS_APIS}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import torch._dynamo  # noqa: F401 - importing it after TensorFlow 2.21 segfaults (torch 2.14)
-
     try:
-        import tensorflow as tf
-
-        tf.get_logger().setLevel("ERROR")
-        if api == "keras3":
-            return tf.keras
-        import tf_keras
+        return keras_module(api)
     except ImportError as exc:
         raise ExportError(
             f"the Keras export needs TensorFlow and tf_keras ({exc.name} is missing): pip install -e '.[keras]'"
         ) from None
-    return tf_keras
-
-
-def load_keras_model(path: str | Path, api: str = "tf_keras") -> Any:
-    """Load an .h5 with one Keras API (the file name must end in .h5 for Keras 3), without compiling."""
-    keras = import_keras(api)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return keras.models.load_model(str(path), compile=False)
-
-
-def keras_probabilities(keras_model: Any, bgr: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Run a single-input Keras model on float BGR 0..255 NHWC pixels (a list input suits Keras 2 and 3)."""
-    x = np.ascontiguousarray(bgr, dtype=np.float32)
-    parts = [np.asarray(keras_model([x[i : i + batch_size]], training=False)) for i in range(0, len(x), batch_size)]
-    return np.concatenate(parts) if parts else np.zeros((0, int(keras_model.output_shape[-1])), np.float32)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -268,8 +241,8 @@ def make_portable(path: str | Path, metadata: dict[str, str] | None = None) -> N
             if layer["class_name"] == "DepthwiseConv2D":
                 layer["config"].pop("groups", None)
         f.attrs["model_config"] = json.dumps(config)
-        for key, value in (metadata or {}).items():
-            f.attrs[f"tumorcls_{key}"] = value
+        for key, value in h5_attributes(metadata or {}).items():
+            f.attrs[key] = value
 
 
 def export_keras(

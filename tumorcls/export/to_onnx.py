@@ -42,11 +42,11 @@ class ProbabilityModel(nn.Module):
         return torch.softmax(logits, dim=1)
 
 
-def probability_model(model: TumorClassifier) -> ProbabilityModel:
-    """The exported computation, as an eval-mode PyTorch module (also the benchmark's eager baseline)."""
+def probability_model(model: TumorClassifier, temperature: float = 1.0) -> ProbabilityModel:
+    """The exported computation, as an eval-mode PyTorch module (also the benchmark's eager baseline);
+    ``temperature`` is the checkpoint's calibration (``CheckpointInfo.temperature``, ``ExportSpec.temperature``)."""
     hp = model.hparams
-    wrapper = ProbabilityModel(model.net, hp.mean, hp.std, float(getattr(model, "temperature", 1.0)))
-    return wrapper.eval()
+    return ProbabilityModel(model.net, hp.mean, hp.std, float(temperature)).eval()
 
 
 def io_specs(spec: ExportSpec) -> tuple[dict, dict]:
@@ -69,7 +69,7 @@ def onnx_bytes(model: TumorClassifier, spec: ExportSpec, opset: int = MIN_OPSET)
     """Trace the probability model and return the serialized, checked ONNX model with metadata."""
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old; use opset >= {MIN_OPSET}")
-    wrapper = probability_model(model).cpu()
+    wrapper = probability_model(model, spec.temperature).cpu()
     wrapper.net = static_network(wrapper.net, spec.input_size)  # same numbers, a static graph
     dummy = torch.zeros(2, 3, spec.input_size, spec.input_size)
     buffer = io.BytesIO()

@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from tumorcls.atomic_io import atomic_write_bytes
-from tumorcls.inference.backends import TorchPredictor
+from tumorcls.inference.backends.torch_checkpoint import TorchPredictor
 
 
 def target_layer(net: nn.Module, name: str | None = None) -> nn.Module:

@@ -1,43 +1,26 @@
-"""Classify image files, folders (recursively) and globs with a trained model (.ckpt, .onnx or .h5).
-
-Prints a table (default), JSON or CSV with every class's probability, the predicted class and its
-confidence. An unreadable file gives one error line on stderr and exit status 1; the rest are still done.
+"""Classify decoded image files with a predictor: batches through the backend, optional TTA and Grad-CAM
+overlays, and the three output formats (table, JSON, CSV) of ``tumorcls predict`` (whose command-line
+front-end is :mod:`tumorcls.cli.predict`). Also the rule for ``--out``: never an input or the model file.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tumorcls.atomic_io import atomic_write_text
-from tumorcls.errors import TumorclsError
-from tumorcls.inference.backends import Predictor, TorchPredictor, load_predictor
-from tumorcls.inference.batching import find_images, iter_batches, predict_batch
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-    parser.add_argument("--model", required=True, help="model file: .ckpt (checkpoint), .onnx, or .h5 (Keras)")
-    fmt = parser.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    fmt.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    parser.add_argument("--out", type=Path, help="write the output to this file (atomically) instead of stdout")
-    parser.add_argument("--tta", action="store_true", help="average each image with its mirror image")
-    parser.add_argument("--cam", type=Path, metavar="DIR", help="write Grad-CAM overlays (PNG) here (.ckpt only)")
-    parser.add_argument("--cam-layer", help="layer for Grad-CAM (default: the backbone's final feature map)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, help="CPU threads for torch / ONNX Runtime")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (checkpoints only)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+from tumorcls.atomic_io import check_writable
+from tumorcls.errors import OutputError
+from tumorcls.inference.backends import Predictor
+from tumorcls.inference.batching import iter_batches, predict_batch
 
 
 @dataclass
@@ -89,16 +72,9 @@ def run_predictions(
     on_error: Any = None,
 ) -> PredictRun:
     """Predict every file in batches; ``on_error(path, reason)`` is called once per unreadable file."""
-    explainer = None
-    if cam_dir is not None:
-        if not isinstance(predictor, TorchPredictor):
-            raise TumorclsError(f"--cam needs a checkpoint (.ckpt) model; this one is {predictor.backend}")
-        from tumorcls.inference.gradcam import GradCamExplainer, save_overlay
-
-        try:
-            explainer = GradCamExplainer(predictor, cam_layer)
-        except ValueError as exc:
-            raise TumorclsError(f"Grad-CAM: {exc}") from None
+    explainer = predictor.grad_cam(cam_layer) if cam_dir is not None else None
+    if explainer is not None:
+        from tumorcls.inference.gradcam import save_overlay
     from tqdm import tqdm
 
     result = PredictRun()
@@ -143,10 +119,8 @@ def format_table(predictions: list[Prediction], class_names: list[str]) -> str:
 
 def format_json(run: PredictRun, predictor: Predictor, model: Path, tta: bool) -> str:
     doc = {
+        **predictor.describe(),
         "model": str(model),
-        "backend": predictor.backend,
-        "class_names": list(predictor.class_names),
-        "temperature": predictor.temperature,
         "tta": tta,
         "predictions": [p.as_dict() for p in run.predictions],
         "errors": [{"path": str(path), "error": reason} for path, reason in run.errors],
@@ -164,46 +138,18 @@ def format_csv(predictions: list[Prediction], class_names: list[str]) -> str:
     return buffer.getvalue()
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise TumorclsError("--batch-size must be at least 1")
-    if args.out is not None and args.out.is_dir():
-        raise TumorclsError(f"--out '{args.out}' is a folder; give a file path")
-    predictor = load_predictor(args.model, device=args.device, threads=args.threads)
-    files, missing = find_images(args.paths)
-
-    def report(path: Path, reason: str) -> None:
-        from tqdm import tqdm
-
-        tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
-
-    for path, reason in missing:
-        report(path, reason)
-    if not files and not missing:
-        raise TumorclsError(f"no image files found in {args.paths}")
-    progress = not args.quiet and sys.stderr.isatty()
-    result = run_predictions(
-        predictor, files, args.batch_size, args.tta, args.cam, args.cam_layer, progress, on_error=report
-    )
-    result.errors = missing + result.errors
-    names = list(predictor.class_names)
-    if args.json:
-        text = format_json(result, predictor, Path(args.model), args.tta)
-    elif args.csv:
-        text = format_csv(result.predictions, names)
-    else:
-        text = format_table(result.predictions, names)
-    if args.out:
-        atomic_write_text(args.out, text)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    n = len(result.predictions)
-    if not args.quiet:
-        rate = n / result.seconds if result.seconds > 0 else float("nan")
-        print(
-            f"{n} image(s) predicted in {result.seconds:.2f} s ({rate:.1f} images/s, {predictor.backend}); "
-            f"{len(result.errors)} failed",
-            file=sys.stderr,
-        )
-    return 1 if result.errors else 0
+def check_output(out: Path, overwrite: bool, model: Path | None = None, inputs: Iterable[Path] = ()) -> Path:
+    """Refuse, before any work, an ``--out`` that is the model file or one of the input images (whatever
+    ``overwrite`` says), an existing file unless ``overwrite``, and a place that cannot be written."""
+    out = Path(out).expanduser()
+    if out.is_dir():
+        raise OutputError(f"--out '{out}' is a folder; give a file path")
+    target = out.resolve()
+    if model is not None and target == Path(model).expanduser().resolve():
+        raise OutputError(f"--out '{out}' is the model file; refusing to overwrite it")
+    for path in inputs:
+        if target == Path(path).resolve():
+            raise OutputError(f"--out '{out}' is one of the input images; refusing to overwrite it")
+    if out.exists() and not overwrite:
+        raise OutputError(f"--out '{out}' exists; pass --overwrite to replace it")
+    return check_writable(out)
