@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -36,6 +37,13 @@ def train(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+class TensorFlowProbe(L.Callback):
+    """Notes, at the end of the test stage, whether TensorFlow got imported (it must not be)."""
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        Path(trainer.default_root_dir, "tensorflow_imported.json").write_text(json.dumps("tensorflow" in sys.modules))
+
+
 def _events(run_dir: Path) -> dict[str, set[str]]:
     tags: dict[str, set] = {"scalars": set(), "images": set(), "hparams": set()}
     for f in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
@@ -51,18 +59,22 @@ def _events(run_dir: Path) -> dict[str, set[str]]:
 @pytest.mark.slow
 def test_train_writes_every_artifact_and_tensorboard_tags(synthetic_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    train([*small_run_args(synthetic_root), "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"])
+    probe = "+callbacks.tensorflow_probe._target_=tests.test_train_cli.TensorFlowProbe"
+    train([*small_run_args(synthetic_root), "trainer.max_epochs=2", probe, f"hydra.run.dir={run_dir}"])
+    assert json.loads((run_dir / "tensorflow_imported.json").read_text()) is False  # TensorBoard without TF
     for name in (
         "metrics.json",
         "classification_report.txt",
         "confusion_matrix.png",
         "curves.png",
+        "reliability_diagram.png",
+        "predictions.csv",
         "splits.csv",
         "checkpoints/best.ckpt",
         "checkpoints/last.ckpt",
     ):
         assert (run_dir / name).is_file(), name
-    for png in ("confusion_matrix.png", "curves.png"):
+    for png in ("confusion_matrix.png", "curves.png", "reliability_diagram.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["protocol"] == "official" and metrics["epochs"] == 2 and metrics["n"] == 16
@@ -70,6 +82,8 @@ def test_train_writes_every_artifact_and_tensorboard_tags(synthetic_root: Path, 
     assert set(metrics["per_class"]) == {"glioma_tumor", "no_tumor", "meningioma_tumor", "pituitary_tumor"}
     assert 0.0 <= metrics["acc"] <= 1.0 and metrics["weights_source"] == "random-init"
     assert metrics["git_commit"] and metrics["model"] == "test_efficientnet"
+    rows = (run_dir / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 17 and rows[0].startswith("path,true,predicted,confidence")
     report = (run_dir / "classification_report.txt").read_text()
     assert "macro avg" in report and f"{metrics['acc']:.4f}" in report
     tags = _events(run_dir)

@@ -1,0 +1,73 @@
+"""Build the parts of a training job from the composed config: data module, model, callbacks, loggers and
+the Lightning trainer. Nothing is fitted or decoded here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from tumorcls.data.datamodule import TumorDataModule
+from tumorcls.device import accelerator_uses_cuda
+from tumorcls.models.lit_module import TumorClassifier
+from tumorcls.models.pretrained import cache_only_when_hub_unreachable
+from tumorcls.training.callbacks import EpochHistory
+from tumorcls.training.checkpoint_io import AtomicCheckpointIO
+from tumorcls.training.instantiation import instantiate_group, instantiate_node
+from tumorcls.training.layout import RunLayout
+from tumorcls.training.loggers import build_loggers
+
+TRAINING_ONLY_DATA_KEYS = ("download",)  # data.* keys for train.py itself, not for the data module
+
+
+def build_datamodule(data_cfg: DictConfig, layout: RunLayout) -> TumorDataModule:
+    """The data module (not set up: nothing is decoded yet); its split manifest goes to the run folder."""
+    node = OmegaConf.to_container(data_cfg, resolve=True)
+    for key in TRAINING_ONLY_DATA_KEYS:
+        node.pop(key, None)
+    return instantiate_node(node, "the data module (data)", manifest_path=str(layout.splits_csv), _convert_="all")
+
+
+def build_model(model_cfg: DictConfig, datamodule: TumorDataModule) -> TumorClassifier:
+    """The classifier for the data module's input size and normalisation; hub weights fail fast offline."""
+    if model_cfg.get("pretrained") and not model_cfg.get("weights"):
+        cache_only_when_hub_unreachable()
+    return instantiate_node(
+        model_cfg,
+        "the model (model)",
+        input_size=datamodule.size,
+        mean=list(datamodule.mean),
+        std=list(datamodule.std),
+        _convert_="all",
+    )
+
+
+def build_callbacks(group: DictConfig | None) -> list[L.Callback]:
+    """The ``callbacks`` group, plus EpochHistory when the group lacks it (metrics.json's curves need it)."""
+    callbacks = instantiate_group(group, "callback")
+    if not any(isinstance(c, EpochHistory) for c in callbacks):
+        callbacks.append(EpochHistory())
+    return callbacks
+
+
+def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Any]) -> L.Trainer:
+    """The trainer; ``precision: auto`` is bf16-mixed on CUDA and 32-true elsewhere; checkpoints are atomic."""
+    precision = trainer_cfg.get("precision", "auto")
+    if precision in (None, "auto"):
+        precision = "bf16-mixed" if accelerator_uses_cuda(trainer_cfg.get("accelerator", "auto")) else "32-true"
+    return instantiate_node(
+        trainer_cfg,
+        "the trainer (trainer)",
+        callbacks=callbacks,
+        logger=loggers or False,
+        precision=precision,
+        plugins=[AtomicCheckpointIO()],
+    )
+
+
+def build(cfg: DictConfig, layout: RunLayout) -> tuple[TumorDataModule, TumorClassifier, L.Trainer]:
+    datamodule = build_datamodule(cfg.data, layout)
+    model = build_model(cfg.model, datamodule)
+    trainer = build_trainer(cfg.trainer, build_callbacks(cfg.get("callbacks")), build_loggers(cfg.get("logger")))
+    return datamodule, model, trainer
