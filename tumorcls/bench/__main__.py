@@ -2,7 +2,12 @@
 
 import sys
 
-from tumorcls.bench.train_eval import main
+from tumorcls.bench.openmp import prefer_passive_openmp_wait
 
 if __name__ == "__main__":
+    # before torch loads OpenMP (why: tumorcls.bench.openmp); here, not when a benchmark module is imported,
+    # so that importing one changes no process-wide state
+    prefer_passive_openmp_wait()
+    from tumorcls.bench.train_eval import main
+
     sys.exit(main())

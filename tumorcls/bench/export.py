@@ -13,10 +13,8 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,23 +23,15 @@ import numpy as np
 import torch
 
 from tumorcls.atomic_io import atomic_write_json
+from tumorcls.bench.timing import median_seconds
 from tumorcls.errors import TumorclsError
-from tumorcls.export.run import export_checkpoint, onnx_probabilities, onnx_session
+from tumorcls.export.run import export_checkpoint
 from tumorcls.export.spec import load_for_export
 from tumorcls.export.to_onnx import probability_model
+from tumorcls.inference.backends import OnnxPredictor
+from tumorcls.training.layout import RunLayout
 
 log = logging.getLogger(__name__)
-
-
-def _median_seconds(fn: Callable[[], Any], runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _runners(
@@ -49,7 +39,7 @@ def _runners(
 ) -> tuple[dict[str, Callable], int]:
     """backend -> f(rgb uint8 NHWC) computing probabilities, each as it would run in production; input size."""
     model, spec = load_for_export(ckpt)
-    wrapper = probability_model(model)
+    wrapper = probability_model(model, spec.temperature)
     # NHWC pixels are channels_last already: keep that layout when the model runs channels_last (faster on CPU)
     layout = torch.channels_last if model.hparams.get("channels_last") else torch.contiguous_format
 
@@ -60,8 +50,7 @@ def _runners(
 
     runners: dict[str, Callable] = {"pytorch-eager": torch_run}
     if onnx_path is not None:
-        session = onnx_session(onnx_path, threads)
-        runners["onnxruntime"] = lambda rgb: onnx_probabilities(session, rgb)
+        runners["onnxruntime"] = OnnxPredictor(onnx_path, threads).predict_proba
     if keras_path is not None:
         from tumorcls.export.to_keras import load_keras_model
 
@@ -95,9 +84,9 @@ def benchmark(
     ckpt = Path(ckpt).expanduser()
     if threads:
         torch.set_num_threads(threads)
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    onnx_file = Path(onnx_path) if onnx_path else run_dir / "export" / "model.onnx"
-    keras_file = Path(keras_path) if keras_path else run_dir / "export" / "model.h5"
+    export_dir = RunLayout.of_checkpoint(ckpt).export_dir
+    onnx_file = Path(onnx_path) if onnx_path else export_dir / "model.onnx"
+    keras_file = Path(keras_path) if keras_path else export_dir / "model.h5"
     use_keras = not skip_keras and _have_tensorflow()
     used = {"onnx": str(onnx_file), "keras": str(keras_file) if use_keras else None}
     with tempfile.TemporaryDirectory(prefix="tumorcls-bench-") as tmp:
@@ -113,8 +102,8 @@ def benchmark(
         one = big[:1].copy()
         rows = []
         for name, fn in runners.items():
-            t_batch = _median_seconds(lambda fn=fn: fn(big), runs, warmup)
-            t_one = _median_seconds(lambda fn=fn: fn(one), latency_runs, warmup)
+            t_batch = median_seconds(lambda fn=fn: fn(big), runs, warmup)
+            t_one = median_seconds(lambda fn=fn: fn(one), latency_runs, warmup)
             rows.append(
                 {
                     "backend": name,
@@ -138,10 +127,8 @@ def _versions(keras: bool) -> dict[str, str]:
     import onnxruntime
 
     versions = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
-    if keras:
-        import tensorflow as tf
-
-        versions["tensorflow"] = tf.__version__
+    if keras:  # TensorFlow was loaded by the Keras runner, through tumorcls.export.to_keras (the one place that may)
+        versions["tensorflow"] = sys.modules["tensorflow"].__version__
     return versions
 
 

@@ -17,30 +17,22 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-# Before torch loads OpenMP, as in tumorcls.bench.train_eval (why: see there). Spinning threads would also steal the
-# Keras peer's cores between our measurements.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if __name__ == "__main__":  # python -m tumorcls.bench.peer: before torch loads OpenMP (tumorcls.bench.openmp)
+    from tumorcls.bench.openmp import prefer_passive_openmp_wait
+
+    prefer_passive_openmp_wait()
 
 import numpy as np
 import torch
 
 from tumorcls.atomic_io import atomic_write_json
-from tumorcls.bench.train_eval import (
-    BenchError,
-    build_classifier,
-    endless,
-    in_memory_datamodule,
-    load_images,
-    machine_info,
-    synthetic_images,
-    time_repeats,
-    train_step_fn,
-)
+from tumorcls.bench.inputs import endless, in_memory_datamodule, load_images, synthetic_images
+from tumorcls.bench.timing import seconds_each, time_repeats
+from tumorcls.bench.train_eval import BenchError, build_classifier, machine_info, train_step_fn, training_optimizer
 from tumorcls.errors import TumorclsError
 
 log = logging.getLogger(__name__)
@@ -126,7 +118,7 @@ class Ours:
         self.device = torch.device("cpu")
         size = images.shape[1]
         self.model = build_classifier(args.model, size, args.channels_last)
-        self.optimizer = self.model.build_optimizer()  # what training uses (fused Adam)
+        self.optimizer = training_optimizer(self.model)
         self.loaders = {
             augment: endless(
                 in_memory_datamodule(
@@ -172,12 +164,7 @@ class Ours:
 
     def latency(self, backend: str, n: int) -> dict[str, Any]:
         predictor, one = self._predictor(backend), self.images[:1]
-        predictor.predict_proba(one)
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            predictor.predict_proba(one)
-            times.append(time.perf_counter() - start)
+        times = seconds_each(lambda: predictor.predict_proba(one), n, warmup=1)
         return {"seconds": statistics.median(times), "repeats": times}
 
 
@@ -195,20 +182,60 @@ def _median(values: list[float]) -> float:
     return round(statistics.median(values), 4)
 
 
-def run_peer(args: argparse.Namespace) -> dict[str, Any]:
-    check_interpreter(args.keras_python)
-    measures = [m.strip() for m in args.measures.split(",") if m.strip()]
+def parse_measures(text: str) -> list[str]:
+    measures = [m.strip() for m in text.split(",") if m.strip()]
     if not measures or set(measures) - set(MEASURES):
-        raise BenchError(f"bad --measures {args.measures!r}; choose from {list(MEASURES)} (comma-separated)")
-    torch.set_num_threads(args.threads)
-    images, labels, source = peer_images(args)
-    tmp = tempfile.TemporaryDirectory(prefix="tumorcls-peer-data-")
-    x_path, y_path = Path(tmp.name) / "images.npy", Path(tmp.name) / "labels.npy"
-    np.save(x_path, images)
-    np.save(y_path, labels)
-    log.info("building ours (%s) and the Keras peer; images: %s", args.model, source)
-    ours = Ours(images, labels, args)
-    peer = KerasPeer(args.keras_python, x_path, y_path, args.batch_size, args.threads, args.jit_compile)
+        raise BenchError(f"bad --measures {text!r}; choose from {list(MEASURES)} (comma-separated)")
+    return measures
+
+
+def measure_round(
+    ours: Ours, peer: KerasPeer, measures: Sequence[str], args: argparse.Namespace, add: Callable[[str, float], None]
+) -> None:
+    """One A B round: each of ours next to the Keras figure it is compared with."""
+    s, w, r, n = args.steps, args.warmup, args.repeats, args.latency_n
+    if "train" in measures:
+        add("ours train (no aug) img/s", ours.train(augment=False)["images_per_s"])
+        add("keras fit img/s", peer.ask(f"train {s} {w} {r}")["images_per_s"])
+        add("ours train (+aug) img/s", ours.train(augment=True)["images_per_s"])
+    if "predict" in measures:
+        add("ours torch predict img/s", ours.predict("torch")["images_per_s"])
+        add("keras predict img/s", peer.ask(f"predict {s} {r}")["images_per_s"])
+        add("ours onnx predict img/s", ours.predict("onnx")["images_per_s"])
+        add("ours onnx int8 predict img/s", ours.predict("int8")["images_per_s"])
+    if "latency" in measures:
+        add("ours torch 1-image s", ours.latency("torch", n)["seconds"])
+        add("keras predict 1-image s", peer.ask(f"latency {n}")["seconds"])
+        add("ours onnx 1-image s", ours.latency("onnx", n)["seconds"])
+        add("ours onnx int8 1-image s", ours.latency("int8", n)["seconds"])
+        add("keras model(x) 1-image s", peer.ask(f"call_latency {n}")["seconds"])
+
+
+def compare(med: dict[str, float], measures: Sequence[str]) -> tuple[dict[str, float], dict[str, bool]]:
+    """Ours against Keras from the medians: the ratios, and whether each target is met."""
+    ratios: dict[str, float] = {}
+    targets: dict[str, bool] = {}
+    if "train" in measures:
+        ratios["train (no aug) vs keras fit"] = med["ours train (no aug) img/s"] / med["keras fit img/s"]
+        ratios["train (+aug) vs keras fit"] = med["ours train (+aug) img/s"] / med["keras fit img/s"]
+        targets["train >= 1.5x keras fit"] = ratios["train (no aug) vs keras fit"] >= TARGETS["train"]
+    if "predict" in measures:
+        keras = med["keras predict img/s"]
+        best_float = max(med["ours torch predict img/s"], med["ours onnx predict img/s"])
+        ratios["inference batch (best float backend) vs keras predict"] = best_float / keras
+        ratios["inference batch (onnx int8) vs keras predict"] = med["ours onnx int8 predict img/s"] / keras
+        best_batch = max(best_float, med["ours onnx int8 predict img/s"])
+        ratios["inference batch (best backend) vs keras predict"] = best_batch / keras
+        targets["inference >= 2x keras predict"] = best_batch / keras >= TARGETS["inference"]
+    if "latency" in measures:
+        best_one = min(med["ours torch 1-image s"], med["ours onnx 1-image s"], med["ours onnx int8 1-image s"])
+        ratios["1-image latency: keras predict / ours (best)"] = med["keras predict 1-image s"] / best_one
+        ratios["1-image latency: keras model(x) / ours (best)"] = med["keras model(x) 1-image s"] / best_one
+    return ratios, targets
+
+
+def alternate(ours: Ours, peer: KerasPeer, measures: Sequence[str], args: argparse.Namespace) -> tuple[dict, list]:
+    """``--rounds`` A B rounds: every figure per round, and the 1-minute load average before and after each."""
     rows: dict[str, list[float]] = {}
 
     def add(name: str, value: float) -> None:
@@ -216,54 +243,32 @@ def run_peer(args: argparse.Namespace) -> dict[str, Any]:
         log.info("%-32s %10.4f  (load %.1f)", name, value, os.getloadavg()[0])
 
     loads = [os.getloadavg()[0]]
-    s, w, r = args.steps, args.warmup, args.repeats
-    try:
-        keras_info = peer.ask("info")
-        for rnd in range(args.rounds):
-            log.info("round %d/%d", rnd + 1, args.rounds)
-            if "train" in measures:
-                add("ours train (no aug) img/s", ours.train(augment=False)["images_per_s"])
-                add("keras fit img/s", peer.ask(f"train {s} {w} {r}")["images_per_s"])
-                add("ours train (+aug) img/s", ours.train(augment=True)["images_per_s"])
-            if "predict" in measures:
-                add("ours torch predict img/s", ours.predict("torch")["images_per_s"])
-                add("keras predict img/s", peer.ask(f"predict {s} {r}")["images_per_s"])
-                add("ours onnx predict img/s", ours.predict("onnx")["images_per_s"])
-                add("ours onnx int8 predict img/s", ours.predict("int8")["images_per_s"])
-            if "latency" in measures:
-                add("ours torch 1-image s", ours.latency("torch", args.latency_n)["seconds"])
-                add("keras predict 1-image s", peer.ask(f"latency {args.latency_n}")["seconds"])
-                add("ours onnx 1-image s", ours.latency("onnx", args.latency_n)["seconds"])
-                add("ours onnx int8 1-image s", ours.latency("int8", args.latency_n)["seconds"])
-                add("keras model(x) 1-image s", peer.ask(f"call_latency {args.latency_n}")["seconds"])
-            loads.append(os.getloadavg()[0])
-    finally:
-        peer.close()
-        tmp.cleanup()
+    for rnd in range(args.rounds):
+        log.info("round %d/%d", rnd + 1, args.rounds)
+        measure_round(ours, peer, measures, args, add)
+        loads.append(os.getloadavg()[0])
+    return rows, loads
+
+
+def run_peer(args: argparse.Namespace) -> dict[str, Any]:
+    check_interpreter(args.keras_python)
+    measures = parse_measures(args.measures)
+    torch.set_num_threads(args.threads)
+    images, labels, source = peer_images(args)
+    with tempfile.TemporaryDirectory(prefix="tumorcls-peer-data-") as tmp:
+        x_path, y_path = Path(tmp) / "images.npy", Path(tmp) / "labels.npy"
+        np.save(x_path, images)
+        np.save(y_path, labels)
+        log.info("building ours (%s) and the Keras peer; images: %s", args.model, source)
+        ours = Ours(images, labels, args)
+        peer = KerasPeer(args.keras_python, x_path, y_path, args.batch_size, args.threads, args.jit_compile)
+        try:
+            keras_info = peer.ask("info")
+            rows, loads = alternate(ours, peer, measures, args)
+        finally:
+            peer.close()
     med = {k: _median(v) for k, v in rows.items()}
-    ratios = {}
-    if "train" in measures:
-        ratios["train (no aug) vs keras fit"] = med["ours train (no aug) img/s"] / med["keras fit img/s"]
-        ratios["train (+aug) vs keras fit"] = med["ours train (+aug) img/s"] / med["keras fit img/s"]
-    if "predict" in measures:
-        best_float = max(med["ours torch predict img/s"], med["ours onnx predict img/s"])
-        ratios["inference batch (best float backend) vs keras predict"] = best_float / med["keras predict img/s"]
-        ratios["inference batch (onnx int8) vs keras predict"] = (
-            med["ours onnx int8 predict img/s"] / med["keras predict img/s"]
-        )
-        best_batch = max(best_float, med["ours onnx int8 predict img/s"])
-        ratios["inference batch (best backend) vs keras predict"] = best_batch / med["keras predict img/s"]
-    if "latency" in measures:
-        best_one = min(med["ours torch 1-image s"], med["ours onnx 1-image s"], med["ours onnx int8 1-image s"])
-        ratios["1-image latency: keras predict / ours (best)"] = med["keras predict 1-image s"] / best_one
-        ratios["1-image latency: keras model(x) / ours (best)"] = med["keras model(x) 1-image s"] / best_one
-    targets = {}
-    if "train" in measures:
-        targets["train >= 1.5x keras fit"] = ratios["train (no aug) vs keras fit"] >= TARGETS["train"]
-    if "predict" in measures:
-        targets["inference >= 2x keras predict"] = (
-            ratios["inference batch (best backend) vs keras predict"] >= TARGETS["inference"]
-        )
+    ratios, targets = compare(med, measures)
     return {
         "machine": machine_info(torch.device("cpu")),
         "config": {**{k: v for k, v in vars(args).items()}, "images_source": source},

@@ -45,6 +45,13 @@ def build_model(size: int, jit_compile: str):
     return model
 
 
+def _seconds(fn) -> float:
+    """Wall-clock seconds of one call (this script imports nothing from tumorcls: it runs in another virtualenv)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 class KerasBench:
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, jit_compile: str) -> None:
         # the tutorial reads with cv2: BGR, 0..255, float arrays fed straight to the model
@@ -62,21 +69,19 @@ class KerasBench:
         x, y = self._take(steps * b)
         wx, wy = self._take(max(1, warmup) * b)
         self.model.fit(wx, wy, batch_size=b, epochs=1, verbose=0, shuffle=True)  # traces the train function
-        rates = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            self.model.fit(x, y, batch_size=b, epochs=1, verbose=0, shuffle=True)
-            rates.append(len(x) / (time.perf_counter() - start))
+        rates = [
+            len(x) / _seconds(lambda: self.model.fit(x, y, batch_size=b, epochs=1, verbose=0, shuffle=True))
+            for _ in range(repeats)
+        ]
         return {"images_per_s": statistics.median(rates), "repeats": rates}
 
     def predict(self, steps: int, repeats: int) -> dict:
         x, _ = self._take(steps * self.batch_size)
         self.model.predict(x[: self.batch_size], batch_size=self.batch_size, verbose=0)
-        rates = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            self.model.predict(x, batch_size=self.batch_size, verbose=0)
-            rates.append(len(x) / (time.perf_counter() - start))
+        rates = [
+            len(x) / _seconds(lambda: self.model.predict(x, batch_size=self.batch_size, verbose=0))
+            for _ in range(repeats)
+        ]
         return {"images_per_s": statistics.median(rates), "repeats": rates}
 
     def latency(self, n: int, direct: bool = False) -> dict:
@@ -87,11 +92,7 @@ class KerasBench:
             else (lambda: self.model.predict(one, verbose=0))
         )
         run()
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
+        times = [_seconds(run) for _ in range(n)]
         return {"seconds": statistics.median(times), "repeats": times}
 
     def info(self) -> dict:

@@ -15,33 +15,40 @@ import logging
 import os
 import platform
 import resource
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a CPU shared with other
-# processes, spinning threads wait on descheduled peers at every operator (measured on 2 busy cores: eager
-# 1-image latency 0.02 s instead of 0.07-1.6 s, batch inference 60 instead of 12-40 images/s).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if __name__ == "__main__":  # python -m tumorcls.bench.train_eval: before torch loads OpenMP (see the module)
+    from tumorcls.bench.openmp import prefer_passive_openmp_wait
+
+    prefer_passive_openmp_wait()
 
 import numpy as np
 import torch
 
 from tumorcls.atomic_io import atomic_write_json
+from tumorcls.bench.inputs import (
+    default_train_augmentations,
+    endless,
+    in_memory_datamodule,
+    load_images,
+    synthetic_images,
+)
+from tumorcls.bench.timing import synchronize, time_repeats
 from tumorcls.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tumorcls.device import resolve_device
 from tumorcls.errors import TumorclsError
-from tumorcls.labels import CLASS_NAMES
 
 log = logging.getLogger(__name__)
 
 PARTS = ("train", "eval", "data", "recipe")
 PRECISIONS = ("auto", "32", "bf16")
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # the tutorial: 3264 images pooled, 90 % for training of which Keras's validation_split=0.1 holds out 10 %
 RECIPE_TRAIN_IMAGES = 2643
 RECIPE_VAL_IMAGES = 294
@@ -51,17 +58,18 @@ class BenchError(TumorclsError):
     """A benchmark that cannot run as asked (no CUDA, unknown part, bad option)."""
 
 
+@dataclass
+class PartContext:
+    """What every benchmark part runs with: the options, the resolved device and precision, the images."""
+
+    args: argparse.Namespace
+    device: torch.device
+    precision: str
+    images: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+
 # ----------------------------------------------------------------------------------------------- setup
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda asked for, but torch sees no CUDA device (torch.cuda.is_available() is False)")
-    if name not in ("cpu", "cuda"):
-        raise BenchError(f"unknown --device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -117,34 +125,7 @@ def peak_rss_mib() -> float:
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # ----------------------------------------------------------------------------------------------- data
-
-
-def synthetic_images(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` uint8 RGB images (noise: the pixels' content does not change any timing) and balanced labels."""
-    rng = np.random.default_rng(seed)
-    gray = rng.integers(0, 256, size=(n, size, size, 1), dtype=np.uint8)
-    labels = np.arange(n, dtype=np.int64) % len(CLASS_NAMES)
-    return np.ascontiguousarray(np.repeat(gray, 3, axis=3)), labels
-
-
-def load_images(root: str | os.PathLike, size: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Real images of a Kaggle-layout folder, decoded once at ``size`` (the first ``limit`` files)."""
-    from tumorcls.data.cache import decode_records
-    from tumorcls.data.decode import DecodeOptions
-    from tumorcls.data.scan import SOURCE_SPLITS, scan_dataset
-
-    records = scan_dataset(Path(root).expanduser(), SOURCE_SPLITS).records
-    if limit:
-        step = max(1, len(records) // limit)  # spread over classes and splits
-        records = records[::step][:limit]
-    decoded = decode_records(records, DecodeOptions(size))
-    return decoded.images, decoded.labels
 
 
 def bench_images(args: argparse.Namespace, n: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -155,67 +136,7 @@ def bench_images(args: argparse.Namespace, n: int) -> tuple[np.ndarray, np.ndarr
     return images, labels, "synthetic"
 
 
-def default_train_augmentations() -> list[Any]:
-    """The configured training augmentation (conf/data/default.yaml's ``train_augmentations``)."""
-    from omegaconf import OmegaConf
-
-    path = CONF_DIR / "data" / "default.yaml"
-    if not path.is_file():
-        raise BenchError(f"cannot find the data config '{path}' (run from a source checkout)")
-    return OmegaConf.to_container(OmegaConf.load(path).train_augmentations)
-
-
-def in_memory_datamodule(
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    size: int,
-    batch_size: int,
-    num_workers: int | str = "auto",
-    augment: bool = True,
-    pin_memory: bool | None = None,
-) -> Any:
-    """A TumorDataModule serving already-decoded arrays (its own transforms, loaders and seeding),
-    as it would after ``setup`` on a dataset folder."""
-    from tumorcls.data.datamodule import ArrayDataset, TumorDataModule
-
-    dm = TumorDataModule(
-        root=".",
-        size=size,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        train_augmentations=default_train_augmentations() if augment else (),
-    )
-    dm.datasets = {
-        "train": ArrayDataset(train[0], train[1], dm.train_transform),
-        "val": ArrayDataset(val[0], val[1], dm.eval_transform),
-        "test": ArrayDataset(val[0], val[1], dm.eval_transform),
-    }
-    return dm
-
-
-def endless(loader: Any) -> Iterator[Any]:
-    while True:
-        yield from loader
-
-
 # ----------------------------------------------------------------------------------------------- timing
-
-
-def time_repeats(
-    step: Callable[[], int], steps: int, warmup: int, repeats: int, device: torch.device
-) -> dict[str, Any]:
-    """Images/s of ``step`` (which returns the images it handled): median over ``repeats`` runs of ``steps``."""
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        n = sum(step() for _ in range(steps))
-        synchronize(device)
-        rates.append(n / (time.perf_counter() - start))
-    return {"images_per_s": round(statistics.median(rates), 2), "repeats": [round(r, 2) for r in rates]}
 
 
 def build_classifier(model_name: str, size: int, channels_last: bool) -> Any:
@@ -226,6 +147,13 @@ def build_classifier(model_name: str, size: int, channels_last: bool) -> Any:
     return TumorClassifier(
         backbone=model_name, pretrained=False, weights=None, channels_last=channels_last, input_size=size
     )
+
+
+def training_optimizer(model: Any) -> torch.optim.Optimizer:
+    """The optimizer training builds for ``model`` (fused Adam where available), from the same factory."""
+    from tumorcls.models.optim import build_optimizer
+
+    return build_optimizer(model.net, model.settings.optimizer)
 
 
 def host_batch(images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device):
@@ -268,16 +196,6 @@ def train_step_fn(
     return step
 
 
-def bench_train(
-    args: argparse.Namespace, device: torch.device, precision: str, images: np.ndarray, labels: np.ndarray
-) -> dict[str, Any]:
-    model = prepare_model(args, device).train()
-    optimizer = model.build_optimizer()  # what training uses (fused Adam where available)
-    batch = host_batch(images, labels, args.batch_size, device)
-    step = train_step_fn(model, optimizer, lambda: batch, device, precision)
-    return time_repeats(step, args.steps, args.warmup, args.repeats, device)
-
-
 def eval_step_fn(model: Any, batch: tuple, device: torch.device, precision: str) -> Callable[[], int]:
     def step() -> int:
         x = batch[0].to(device, non_blocking=True)
@@ -288,12 +206,20 @@ def eval_step_fn(model: Any, batch: tuple, device: torch.device, precision: str)
     return step
 
 
-def bench_eval(
-    args: argparse.Namespace, device: torch.device, precision: str, images: np.ndarray, labels: np.ndarray
-) -> dict[str, Any]:
-    model = prepare_model(args, device).eval()
-    batch = host_batch(images, labels, args.eval_batch_size or args.batch_size, device)
-    return time_repeats(eval_step_fn(model, batch, device, precision), args.steps, args.warmup, args.repeats, device)
+def bench_train(ctx: PartContext) -> dict[str, Any]:
+    args = ctx.args
+    model = prepare_model(args, ctx.device).train()
+    batch = host_batch(ctx.images, ctx.labels, args.batch_size, ctx.device)
+    step = train_step_fn(model, training_optimizer(model), lambda: batch, ctx.device, ctx.precision)
+    return time_repeats(step, args.steps, args.warmup, args.repeats, ctx.device)
+
+
+def bench_eval(ctx: PartContext) -> dict[str, Any]:
+    args = ctx.args
+    model = prepare_model(args, ctx.device).eval()
+    batch = host_batch(ctx.images, ctx.labels, args.eval_batch_size or args.batch_size, ctx.device)
+    step = eval_step_fn(model, batch, ctx.device, ctx.precision)
+    return time_repeats(step, args.steps, args.warmup, args.repeats, ctx.device)
 
 
 def parse_workers(text: str) -> list[int]:
@@ -305,75 +231,82 @@ def parse_workers(text: str) -> list[int]:
         raise BenchError(f"bad --workers {text!r}: a comma-separated list of counts or 'auto'") from None
 
 
-def bench_data(args: argparse.Namespace, device: torch.device, images: np.ndarray, labels: np.ndarray) -> dict:
+def bench_data(ctx: PartContext) -> dict[str, Any]:
     """Augmentation + collation from the decoded in-memory array, per worker count (pinned on CUDA)."""
+    args, images, labels = ctx.args, ctx.images, ctx.labels
     results: dict[str, Any] = {}
     for workers in parse_workers(args.workers):
         dm = in_memory_datamodule((images, labels), (images, labels), args.size, args.batch_size, workers)
         batches = endless(dm.train_dataloader())
 
-        def step(batches: Iterator[Any] = batches) -> int:
+        def step(batches: Any = batches) -> int:
             return len(next(batches)[1])
 
-        results[f"workers={workers}"] = time_repeats(step, args.steps, args.warmup, args.repeats, device)
+        results[f"workers={workers}"] = time_repeats(step, args.steps, args.warmup, args.repeats, ctx.device)
         del batches, step  # shuts the persistent workers down
     best = max(results.values(), key=lambda r: r["images_per_s"])
     return {"images_per_s": best["images_per_s"], "by_workers": results}
 
 
-def bench_recipe(args: argparse.Namespace, device: torch.device, precision: str) -> dict[str, Any]:
-    """The tutorial's recipe (``--recipe-epochs`` epochs, validation after each) as a real Lightning fit on
-    data already decoded in memory; times ``trainer.fit`` alone."""
-    import lightning as L
-    from lightning.pytorch.profilers import SimpleProfiler
-
+def recipe_datamodule(args: argparse.Namespace) -> tuple[Any, float | None, str]:
+    """The recipe's data, decoded into memory: (datamodule, seconds spent decoding real images, source)."""
     from tumorcls.data.datamodule import TumorDataModule
 
-    decode_seconds = None
-    if args.data:
-        start = time.perf_counter()
-        dm = TumorDataModule(
-            root=args.data,
-            protocol="official",
-            size=args.size,
-            batch_size=args.batch_size,
-            num_workers=args.recipe_workers,
-            train_augmentations=default_train_augmentations(),
-        )
-        dm.setup("fit")
-        decode_seconds = round(time.perf_counter() - start, 2)
-        source = f"real:{args.data}"
-    else:
+    if not args.data:
         images, labels = synthetic_images(args.recipe_train_images + args.recipe_val_images, args.size, seed=1)
         n = args.recipe_train_images
         dm = in_memory_datamodule(
             (images[:n], labels[:n]), (images[n:], labels[n:]), args.size, args.batch_size, args.recipe_workers
         )
-        source = "synthetic"
-    model = prepare_model(args, device)
-    profile_dir = tempfile.TemporaryDirectory(prefix="tumorcls-bench-") if args.recipe_profile else None
-    trainer = L.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
+        return dm, None, "synthetic"
+    start = time.perf_counter()
+    dm = TumorDataModule(
+        root=args.data,
+        protocol="official",
+        size=args.size,
+        batch_size=args.batch_size,
+        num_workers=args.recipe_workers,
+        train_augmentations=default_train_augmentations(),
+    )
+    dm.setup("fit")
+    return dm, round(time.perf_counter() - start, 2), f"real:{args.data}"
+
+
+def recipe_trainer(ctx: PartContext, profile_dir: str | None) -> Any:
+    """A bare Lightning Trainer for the recipe: no logger, checkpoints, progress bar or sanity check."""
+    import lightning as L
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    return L.Trainer(
+        accelerator="gpu" if ctx.device.type == "cuda" else "cpu",
         devices=1,
-        precision="bf16-mixed" if precision == "bf16" else "32-true",
-        max_epochs=args.recipe_epochs,
+        precision="bf16-mixed" if ctx.precision == "bf16" else "32-true",
+        max_epochs=ctx.args.recipe_epochs,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        benchmark=device.type == "cuda",
-        profiler=SimpleProfiler(profile_dir.name, "recipe") if profile_dir else None,
+        benchmark=ctx.device.type == "cuda",
+        profiler=SimpleProfiler(profile_dir, "recipe") if profile_dir else None,
     )
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=dm)
-    synchronize(device)
-    fit_seconds = time.perf_counter() - start
+
+
+def bench_recipe(ctx: PartContext) -> dict[str, Any]:
+    """The tutorial's recipe (``--recipe-epochs`` epochs, validation after each) as a real Lightning fit on
+    data already decoded in memory; times ``trainer.fit`` alone."""
+    args = ctx.args
+    dm, decode_seconds, source = recipe_datamodule(args)
+    model = prepare_model(args, ctx.device)
+    with tempfile.TemporaryDirectory(prefix="tumorcls-bench-") as tmp:
+        profile_dir = tmp if args.recipe_profile else None
+        trainer = recipe_trainer(ctx, profile_dir)
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=dm)
+        synchronize(ctx.device)
+        fit_seconds = time.perf_counter() - start
+        profile = "".join(p.read_text() for p in sorted(Path(tmp).glob("*.txt"))) if profile_dir else None
     n_train, n_val = len(dm.datasets["train"]), len(dm.datasets["val"])
-    profile = None
-    if profile_dir is not None:
-        profile = "".join(p.read_text() for p in sorted(Path(profile_dir.name).glob("*.txt")))
-        profile_dir.cleanup()
     return {
         "fit_seconds": round(fit_seconds, 2),
         "epochs": trainer.current_epoch,
@@ -387,43 +320,46 @@ def bench_recipe(args: argparse.Namespace, device: torch.device, precision: str)
     }
 
 
+PART_RUNNERS: dict[str, Callable[[PartContext], dict[str, Any]]] = {
+    "train": bench_train,
+    "eval": bench_eval,
+    "data": bench_data,
+    "recipe": bench_recipe,
+}
+
+
 # ----------------------------------------------------------------------------------------------- driver
+
+
+def run_part(ctx: PartContext, part: str) -> dict[str, Any]:
+    """One part's figures, with the peak host (and GPU) memory it reached."""
+    device = ctx.device
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    log.info("benchmark part %s on %s (%s)", part, device, ctx.precision)
+    out = PART_RUNNERS[part](ctx)
+    out["peak_rss_mib"] = peak_rss_mib()
+    out["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+    return out
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     parts = parse_parts(args.parts)
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
+    device = torch.device(resolve_device(args.device))
+    ctx = PartContext(args, device, resolve_precision(args.precision, device))
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     config = {k: v for k, v in vars(args).items() if k not in ("func",)}
-    config.update(device=str(device), precision=precision)
+    config.update(device=str(device), precision=ctx.precision)
     result: dict[str, Any] = {"machine": machine_info(device), "config": config}
-    images, labels, source = (None, None, None)
     if any(p in parts for p in ("train", "eval", "data")):
-        images, labels, source = bench_images(args, args.images)
-        result["config"]["images_source"] = source
+        ctx.images, ctx.labels, config["images_source"] = bench_images(args, args.images)
     for part in parts:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-        log.info("benchmark part %s on %s (%s)", part, device, precision)
-        if part == "train":
-            out = bench_train(args, device, precision, images, labels)
-        elif part == "eval":
-            out = bench_eval(args, device, precision, images, labels)
-        elif part == "data":
-            out = bench_data(args, device, images, labels)
-        else:
-            out = bench_recipe(args, device, precision)
-        out["peak_rss_mib"] = peak_rss_mib()
-        out["peak_gpu_mib"] = (
-            round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
-        )
-        result[part] = out
+        result[part] = run_part(ctx, part)
     result["machine"]["load_average_end"] = result["machine"]["load_average"] and list(os.getloadavg())
     return result
 
@@ -456,7 +392,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--parts", default="train,eval,data", help=f"comma-separated, from {','.join(PARTS)}")
     parser.add_argument("--model", default="tf_efficientnet_b0", help="timm model name")
     parser.add_argument("--size", type=int, default=150, help="image side in pixels")
