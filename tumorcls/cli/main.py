@@ -12,9 +12,10 @@ from tumorcls.errors import TumorclsError
 # subcommand -> module exposing ``add_arguments(parser)`` and ``run(args) -> int`` and a docstring
 SUBCOMMANDS: dict[str, str] = {
     "audit": "tumorcls.data.audit",
-    "aggregate": "tumorcls.evaluation.aggregate",
-    "predict": "tumorcls.inference.predict",
-    "evaluate": "tumorcls.evaluation.evaluate",
+    "aggregate": "tumorcls.cli.aggregate",
+    "predict": "tumorcls.cli.predict",
+    "evaluate": "tumorcls.cli.evaluate",
+    "serve": "tumorcls.cli.serve",
 }
 
 

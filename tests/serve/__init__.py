@@ -1,0 +1,1 @@
+"""Tests of `tumorcls serve`: the HTTP API, the page in a real browser, the model worker, Keras parity."""
