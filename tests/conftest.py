@@ -10,7 +10,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.synthetic import make_dataset  # noqa: E402
+from tests.helpers.synthetic import make_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("TUMORCLS_DATA", REPO.parent / "shared/data/brain-tumor-classification-mri"))

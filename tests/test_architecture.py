@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "tumorcls"
+from tests.helpers.paths import REPO
+
+PACKAGE = REPO / "tumorcls"
 BENCH = PACKAGE / "bench"
 MAX_FUNCTION_LINES = 60
 KERAS_TOP_LEVEL = {"tensorflow", "keras", "tf_keras"}

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.tiny_model import tiny_checkpoint
+from tests.helpers.paths import REPO
+from tests.helpers.tiny_model import tiny_checkpoint
 from tumorcls.cli import main as cli
 
-REPO = Path(__file__).resolve().parents[1]
 TRACEBACK = "Traceback (most recent call last)"
 
 

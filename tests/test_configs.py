@@ -12,6 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from tests.helpers.paths import CONF
 from tumorcls.data.datamodule import TumorDataModule
 from tumorcls.labels import CLASS_NAMES
 from tumorcls.models.lit_module import TumorClassifier
@@ -20,7 +21,6 @@ from tumorcls.training.config_checks import check_config
 from tumorcls.training.layout import RunLayout
 from tumorcls.training.loggers import build_loggers
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("data", "model", "trainer", "callbacks", "logger", "experiment", "hparams_search", "debug")
 DEFAULT_CALLBACKS = {
     "ModelCheckpoint",

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.serve.conftest import TEMPERATURE, encoded, predict_path_probabilities, scan_like, write_dicom
+from tests.helpers.serve_inputs import TEMPERATURE, encoded, predict_path_probabilities, scan_like, write_dicom
 from tumorcls.cli.main import main
 from tumorcls.inference import load_predictor
 from tumorcls.inference.predict import run_predictions

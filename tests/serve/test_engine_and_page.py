@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.serve.conftest import encoded, predict_path_probabilities, scan_like
+from tests.helpers.serve_inputs import encoded, predict_path_probabilities, scan_like
 from tumorcls.inference.backends import BatchOutput, softmax
 from tumorcls.labels import CLASS_NAMES
 from tumorcls.serve.config import ServeConfig

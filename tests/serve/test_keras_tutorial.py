@@ -15,8 +15,8 @@ tf = pytest.importorskip("tensorflow", reason="the Keras model needs the [keras]
 import cv2  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from tests.export_fixtures import make_checkpoint  # noqa: E402
-from tests.serve.conftest import scan_like, write_image  # noqa: E402
+from tests.helpers.export_fixtures import make_checkpoint  # noqa: E402
+from tests.helpers.serve_inputs import scan_like, write_image  # noqa: E402
 from tumorcls.evaluation.calibration import store_temperature  # noqa: E402
 from tumorcls.export.run import export_checkpoint  # noqa: E402
 from tumorcls.labels import CLASS_NAMES  # noqa: E402

@@ -135,10 +135,3 @@ def load_checkpoint(
     _load_weights(path, model, ckpt["state_dict"])
     return model.eval().to(map_location), info
 
-
-def load_classifier(
-    path: str | Path, expected_classes: tuple[str, ...] | None = CLASS_NAMES, map_location: str = "cpu"
-) -> TumorClassifier:
-    """Deprecated thin wrapper kept for callers not yet moved (tests of export, predict, serve...): the model
-    of :func:`load_checkpoint` alone; its :class:`CheckpointInfo` is dropped."""
-    return load_checkpoint(path, expected_classes, map_location)[0]

@@ -1,0 +1,1 @@
+"""Tests of tumorcls.export and export.py."""

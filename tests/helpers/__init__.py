@@ -1,0 +1,1 @@
+"""Shared test helpers: synthetic images, tiny trained models, fixture builders, paths."""

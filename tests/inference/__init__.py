@@ -1,0 +1,1 @@
+"""Tests of tumorcls.inference and tumorcls predict."""

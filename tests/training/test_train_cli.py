@@ -1,0 +1,156 @@
+"""train.py through Hydra, in subprocesses as a user runs it: artifacts, TensorBoard, multirun, resume."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.helpers.train_runs import compose_train, small_run_args, train
+
+
+class TensorFlowProbe(L.Callback):
+    """Notes, at the end of the test stage, whether TensorFlow got imported (it must not be)."""
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        Path(trainer.default_root_dir, "tensorflow_imported.json").write_text(json.dumps("tensorflow" in sys.modules))
+
+
+def _events(run_dir: Path) -> dict[str, set[str]]:
+    tags: dict[str, set] = {"scalars": set(), "images": set(), "hparams": set()}
+    for f in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(f), size_guidance={"images": 0, "scalars": 0})
+        acc.Reload()
+        tags["scalars"] |= set(acc.Tags()["scalars"])
+        tags["images"] |= set(acc.Tags()["images"])
+        with contextlib.suppress(KeyError):  # an event file without an hparams summary
+            tags["hparams"] |= set(acc.PluginTagToContent("hparams").values())
+    return tags
+
+
+@pytest.mark.slow
+def test_train_writes_every_artifact_and_tensorboard_tags(synthetic_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    probe = "+callbacks.tensorflow_probe._target_=tests.test_train_cli.TensorFlowProbe"
+    train([*small_run_args(synthetic_root), "trainer.max_epochs=2", probe, f"hydra.run.dir={run_dir}"])
+    assert json.loads((run_dir / "tensorflow_imported.json").read_text()) is False  # TensorBoard without TF
+    for name in (
+        "metrics.json",
+        "classification_report.txt",
+        "confusion_matrix.png",
+        "curves.png",
+        "reliability_diagram.png",
+        "predictions.csv",
+        "splits.csv",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+    ):
+        assert (run_dir / name).is_file(), name
+    for png in ("confusion_matrix.png", "curves.png", "reliability_diagram.png"):
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["protocol"] == "official" and metrics["epochs"] == 2 and metrics["n"] == 16
+    assert sum(map(sum, metrics["confusion_matrix"])) == 16
+    assert set(metrics["per_class"]) == {"glioma_tumor", "no_tumor", "meningioma_tumor", "pituitary_tumor"}
+    assert 0.0 <= metrics["acc"] <= 1.0 and metrics["weights_source"] == "random-init"
+    assert metrics["git_commit"] and metrics["model"] == "test_efficientnet"
+    rows = (run_dir / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 17 and rows[0].startswith("path,true,predicted,confidence")
+    report = (run_dir / "classification_report.txt").read_text()
+    assert "macro avg" in report and f"{metrics['acc']:.4f}" in report
+    tags = _events(run_dir)
+    assert {
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val/f1",
+        "test/acc",
+        "lr-Adam/backbone",
+        "lr-Adam/head",
+    } <= tags["scalars"]
+    assert {"val/recall/glioma_tumor", "val/precision/pituitary_tumor"} <= tags["scalars"]
+    assert {"train/augmented_samples", "val/confusion_matrix"} <= tags["images"]
+    # the HPARAMS tab: an experiment that names the final metrics next to the hyperparameters
+    assert any(b"hparams/test_acc" in content and b"max_epochs" in content for content in tags["hparams"])
+    assert {"hparams/test_acc", "hparams/test_macro_f1"} <= tags["scalars"]
+
+
+@pytest.mark.slow
+def test_two_job_multirun(synthetic_root: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    train(
+        [
+            "-m",
+            *small_run_args(synthetic_root),
+            "trainer.max_epochs=1",
+            "model.lr=1e-3,3e-4",
+            f"hydra.sweep.dir={sweep}",
+            "logger=csv",
+        ]
+    )
+    lrs = []
+    for job in ("0", "1"):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        lrs.append(metrics["config"]["model"]["lr"])
+        assert (sweep / job / "csv" / "metrics.csv").is_file()
+    assert sorted(lrs) == [3e-4, 1e-3]
+
+
+@pytest.mark.slow
+def test_resume_from_last_checkpoint_continues_the_run(synthetic_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "resumable"
+    args = [*small_run_args(synthetic_root), f"hydra.run.dir={run_dir}"]
+    train([*args, "trainer.max_epochs=1", "test=false"])
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "metrics.json").exists()
+    proc = train([*args, "trainer.max_epochs=3", "ckpt_path=last"])
+    assert "Restoring states from the checkpoint path" in proc.stdout + proc.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 3
+    # the learning-curve history survived the restart: one row per epoch, 1..3
+    ckpt = __import__("torch").load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    history = next(v for k, v in ckpt["callbacks"].items() if "EpochHistory" in k)["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_missing_dataset_is_one_clear_line(tmp_path: Path) -> None:
+    proc = train([*small_run_args(tmp_path / "nowhere"), f"hydra.run.dir={tmp_path / 'r'}"], check=False)
+    assert proc.returncode == 2
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "dataset not found" in line]
+    assert errors and "Traceback" not in proc.stderr
+
+
+def test_default_config_follows_the_tutorial_recipe() -> None:
+    cfg = compose_train([])
+    assert cfg.model.backbone == "tf_efficientnet_b0.aa_in1k" and cfg.model.drop_rate == 0.5
+    assert (cfg.model.optimizer, cfg.model.lr, cfg.model.scheduler) == ("adam", 1e-3, "plateau")
+    assert (cfg.model.plateau_factor, cfg.model.plateau_patience) == (0.3, 2)
+    assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.data.size) == (32, 12, 150)
+    assert cfg.callbacks.model_checkpoint.monitor == "val/acc"
+
+
+def test_experiment_tutorial_uses_the_pooled_seed_split_without_augmentation() -> None:
+    cfg = compose_train(["experiment=tutorial"])
+    assert cfg.data.protocol == "seed" and cfg.data.split_seed == 101
+    assert list(cfg.data.train_augmentations) == []
+
+
+@pytest.mark.parametrize("choice", ["effnet_b0", "effnet_b0_timm"])
+def test_model_configs_select_keras_or_timm_effnet(choice: str) -> None:
+    cfg = compose_train([f"model={choice}"])
+    expected = {"effnet_b0": "tf_efficientnet_b0.aa_in1k", "effnet_b0_timm": "efficientnet_b0"}[choice]
+    assert cfg.model.backbone == expected
+
+
+@pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp"])
+def test_trainer_configscompose_train(trainer: str) -> None:
+    cfg = compose_train([f"trainer={trainer}"])
+    assert cfg.trainer._target_.endswith("Trainer")
+    if trainer == "ddp":
+        assert cfg.trainer.strategy == "ddp"
