@@ -53,5 +53,3 @@ def image_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     truncated = folder / "truncated.jpg"
     truncated.write_bytes(files["jpeg"].read_bytes()[:400])
     return {**files, "junk": junk, "truncated": truncated}
-
-

@@ -3,15 +3,13 @@ re-exported lazily (see tumorcls.lazy_exports), so reading metadata never import
 
 from tumorcls.lazy_exports import lazy_exports
 
-_EXPORTS = {
-    "export_checkpoint": "run",
-    "ExportResult": "run",
-    "ExportSpec": "spec",
-    "spec_for": "spec",
-    "read_metadata": "spec",
-    "export_onnx": "to_onnx",
-    "export_keras": "to_keras",
-    "quantize_onnx_bytes": "int8",
-}
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "run": ("export_checkpoint", "ExportResult"),
+        "spec": ("ExportSpec", "spec_for", "read_metadata"),
+        "to_onnx": ("export_onnx",),
+        "to_keras": ("export_keras",),
+        "int8": ("quantize_onnx_bytes",),
+    },
+)

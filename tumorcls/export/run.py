@@ -29,6 +29,8 @@ from tumorcls.training.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
+ImageArg = Sequence[str | Path] | str | None  # image files, folders or globs; one, several or none
+RootArg = str | Path | None
 DEFAULT_ATOL = 1e-4
 DEFAULT_MIN_AGREEMENT = 0.8
 DEFAULT_NAMES = {"onnx": "model.onnx", "keras": "model.h5", "onnx_int8": "model.int8.onnx"}
@@ -139,11 +141,7 @@ def _manifest_files(
 
 
 def parity_images(
-    spec: ExportSpec,
-    images: Sequence[str | Path] | str | None = None,
-    data_root: str | Path | None = None,
-    n: int = 32,
-    seed: int = 0,
+    spec: ExportSpec, images: ImageArg = None, data_root: RootArg = None, n: int = 32, seed: int = 0
 ) -> ParityImages:
     """Given images, else the run's splits.csv (test split first), else synthetic pixels."""
     size = spec.input_size
@@ -174,10 +172,7 @@ def _decode(files: Sequence[Path], options: DecodeOptions, purpose: str) -> list
 
 
 def calibration_images(
-    spec: ExportSpec,
-    images: Sequence[str | Path] | str | None = None,
-    data_root: str | Path | None = None,
-    n: int = 128,
+    spec: ExportSpec, images: ImageArg = None, data_root: RootArg = None, n: int = 128
 ) -> ParityImages:
     """Training images for int8 calibration: the given files or folders (spread evenly over them), else
     the train split of the run's splits.csv. Never synthetic pixels: they would calibrate the wrong ranges."""

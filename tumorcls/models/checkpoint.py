@@ -134,4 +134,3 @@ def load_checkpoint(
     model = _build_model(path, hparams)
     _load_weights(path, model, ckpt["state_dict"])
     return model.eval().to(map_location), info
-

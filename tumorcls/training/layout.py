@@ -28,6 +28,18 @@ CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 CURVES_PNG = "curves.png"
 
 
+class InRun:
+    """A path inside the run folder, read as an attribute of a :class:`RunLayout` (``layout.metrics_json``)."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, layout: RunLayout | None, owner: type | None = None) -> Path:
+        if layout is None:  # looked up on the class itself
+            return Path(*self.parts)
+        return layout.root.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Paths inside one run folder (``root``); nothing is created or checked here."""
@@ -43,50 +55,15 @@ class RunLayout:
         parent = Path(ckpt).parent
         return cls(parent.parent if parent.name == CHECKPOINTS_DIR else parent)
 
-    @property
-    def splits_csv(self) -> Path:
-        return self.root / "splits.csv"
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.root / CHECKPOINTS_DIR
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.checkpoints_dir / f"{BEST_NAME}{CHECKPOINT_SUFFIX}"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints_dir / f"{LAST_NAME}{CHECKPOINT_SUFFIX}"
-
-    @property
-    def metrics_json(self) -> Path:
-        return self.root / METRICS_JSON
-
-    @property
-    def classification_report(self) -> Path:
-        return self.root / CLASSIFICATION_REPORT
-
-    @property
-    def confusion_matrix_png(self) -> Path:
-        return self.root / CONFUSION_MATRIX_PNG
-
-    @property
-    def curves_png(self) -> Path:
-        return self.root / CURVES_PNG
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        return self.root / TENSORBOARD_DIR
-
-    @property
-    def export_dir(self) -> Path:
-        return self.root / EXPORT_DIR
-
-    @property
-    def hydra_config(self) -> Path:
-        return self.root / ".hydra" / "config.yaml"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.root / ".train.lock"
+    splits_csv = InRun("splits.csv")
+    checkpoints_dir = InRun(CHECKPOINTS_DIR)
+    best_checkpoint = InRun(CHECKPOINTS_DIR, f"{BEST_NAME}{CHECKPOINT_SUFFIX}")
+    last_checkpoint = InRun(CHECKPOINTS_DIR, f"{LAST_NAME}{CHECKPOINT_SUFFIX}")
+    metrics_json = InRun(METRICS_JSON)
+    classification_report = InRun(CLASSIFICATION_REPORT)
+    confusion_matrix_png = InRun(CONFUSION_MATRIX_PNG)
+    curves_png = InRun(CURVES_PNG)
+    tensorboard_dir = InRun(TENSORBOARD_DIR)
+    export_dir = InRun(EXPORT_DIR)
+    hydra_config = InRun(".hydra", "config.yaml")
+    lock_file = InRun(".train.lock")

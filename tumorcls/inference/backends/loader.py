@@ -20,9 +20,7 @@ def load_predictor(path: str | Path, device: str = "cpu", threads: int | None = 
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
     if suffix not in BACKENDS:
-        raise ModelFileError(
-            f"unknown model file type '{suffix or path.name}' for '{path}'; expected {list(BACKENDS)}"
-        )
+        raise ModelFileError(f"unknown model file type '{suffix or path.name}' for '{path}'; expected {list(BACKENDS)}")
     if not path.is_file():
         raise ModelFileError(f"model file not found: '{path}'")
     return BACKENDS[suffix].from_file(path, device=device, threads=threads)
