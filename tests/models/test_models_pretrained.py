@@ -46,12 +46,16 @@ def test_pretrained_false_ignores_tumorcls_weights(donor_weights, monkeypatch: p
 
 def test_explicit_false_wins_over_a_weights_file(donor_weights, caplog: pytest.LogCaptureFixture) -> None:
     path, state = donor_weights
-    logger = logging.getLogger("tumorcls.models.network")  # other tests' Hydra runs may have reconfigured logging
+    # in-process Hydra runs of other tests may have disabled or raised this logger: listen to it directly
+    logger = logging.getLogger("tumorcls.models.network")
+    saved = logger.disabled, logger.level
+    logger.disabled, logger.level = False, logging.WARNING
     logger.addHandler(caplog.handler)
     try:
         net, source = create_network("test_efficientnet", 4, pretrained=False, weights=path)
     finally:
         logger.removeHandler(caplog.handler)
+        logger.disabled, logger.level = saved
     assert source == "random-init" and "from scratch, ignoring the weights file" in caplog.text
     assert not torch.equal(net.backbone.conv_stem.weight, state["conv_stem.weight"])
     # left unsaid (None), a given file is loaded, as programmatic callers expect

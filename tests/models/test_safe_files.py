@@ -94,7 +94,7 @@ def test_pickled_code_is_refused_and_never_runs(good_ckpt: Path, tmp_path: Path)
 
 def test_pickled_local_object_is_refused(good_ckpt: Path, tmp_path: Path) -> None:
     evil = _tampered(good_ckpt, tmp_path / "object.ckpt", lambda c: c.update(extra=_LocalObject()))
-    _refused(evil, r"safely: it holds pickled objects, .*GLOBAL tests\.test_safe_files\._LocalObject")
+    _refused(evil, r"safely: it holds pickled objects, .*GLOBAL tests\.models\.test_safe_files\._LocalObject")
 
 
 def test_other_label_order_is_refused(good_ckpt: Path, tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ def test_ddp_on_two_cpu_processes_reports_metrics_of_the_whole_split(tmp_path: P
             f"trainer.devices={WORLD_SIZE}",
             "trainer.max_epochs=1",
             f"data.val_fraction={VAL_FRACTION}",
-            "+callbacks.rank_metrics._target_=tests.test_distributed.RankMetrics",
+            "+callbacks.rank_metrics._target_=tests.training.test_distributed.RankMetrics",
             f"hydra.run.dir={run_dir}",
         ]
     )

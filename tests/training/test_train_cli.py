@@ -36,7 +36,7 @@ def _events(run_dir: Path) -> dict[str, set[str]]:
 @pytest.mark.slow
 def test_train_writes_every_artifact_and_tensorboard_tags(synthetic_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    probe = "+callbacks.tensorflow_probe._target_=tests.test_train_cli.TensorFlowProbe"
+    probe = "+callbacks.tensorflow_probe._target_=tests.training.test_train_cli.TensorFlowProbe"
     train([*small_run_args(synthetic_root), "trainer.max_epochs=2", probe, f"hydra.run.dir={run_dir}"])
     assert json.loads((run_dir / "tensorflow_imported.json").read_text()) is False  # TensorBoard without TF
     for name in (
