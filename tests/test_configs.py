@@ -32,9 +32,12 @@ DEFAULT_CALLBACKS = {
 }
 # what each option must produce: checked by the test of its group below
 EXPECTED: dict[str, dict[str, Any]] = {
-    "data/default": {"augmentations": ["HorizontalFlip", "Affine", "RandomBrightnessContrast"]},
-    "data/no_augment": {"augmentations": []},
-    "data/strong_augment": {"augmentations": ["HorizontalFlip", "Affine", "RandomBrightnessContrast", "RandomGamma"]},
+    "data/default": {"augmentations": ["HorizontalFlip", "Affine", "RandomBrightnessContrast"], "augment_on": "cpu"},
+    "data/no_augment": {"augmentations": [], "augment_on": "cpu"},
+    "data/strong_augment": {
+        "augmentations": ["HorizontalFlip", "Affine", "RandomBrightnessContrast", "RandomGamma"],
+        "augment_on": "cpu",
+    },
     "model/effnet_b0": {"backbone": "tf_efficientnet_b0.aa_in1k"},
     "model/effnet_b0_timm": {"backbone": "efficientnet_b0"},
     "trainer/default": {"strategy": "SingleDeviceStrategy", "precision": "32-true"},
@@ -102,6 +105,7 @@ def test_data_options_build_the_data_module(option: str, tmp_path: Path) -> None
     assert isinstance(dm, TumorDataModule) and not dm.datasets  # built, nothing decoded
     assert (dm.root, dm.size, dm.batch_size, dm.protocol) == (tmp_path / "data", 150, 32, "official")
     assert dm.manifest_path == tmp_path / "run" / "splits.csv"
+    assert dm.augment_on == EXPECTED[f"data/{option}"]["augment_on"] and dm.batch_augment is None
     names = [type(t).__name__ for t in dm.train_transform.transforms]
     wanted = EXPECTED[f"data/{option}"]["augmentations"]
     assert [n for n in names if n in wanted or n.startswith("Random")][: len(wanted)] == wanted

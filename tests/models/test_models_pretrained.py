@@ -49,13 +49,15 @@ def test_explicit_false_wins_over_a_weights_file(donor_weights, caplog: pytest.L
     # in-process Hydra runs of other tests may have disabled or raised this logger: listen to it directly
     logger = logging.getLogger("tumorcls.models.network")
     saved = logger.disabled, logger.level
-    logger.disabled, logger.level = False, logging.WARNING
+    logger.disabled = False
+    logger.setLevel(logging.WARNING)  # setLevel, not .level: it also clears the logger's cached decisions
     logger.addHandler(caplog.handler)
     try:
         net, source = create_network("test_efficientnet", 4, pretrained=False, weights=path)
     finally:
         logger.removeHandler(caplog.handler)
-        logger.disabled, logger.level = saved
+        logger.disabled = saved[0]
+        logger.setLevel(saved[1])
     assert source == "random-init" and "from scratch, ignoring the weights file" in caplog.text
     assert not torch.equal(net.backbone.conv_stem.weight, state["conv_stem.weight"])
     # left unsaid (None), a given file is loaded, as programmatic callers expect

@@ -140,11 +140,16 @@ def test_bad_config_values_stop_train_py_in_one_line(
         ("model.scheduler=step", "model.scheduler must be one of ['plateau', 'cosine', 'none']"),
         ("trainer.max_epochs=-1", "trainer.max_epochs must be an integer >= 1, got -1"),
         ("seed=-3", "seed must be null or an integer >= 0, got -3"),
+        ("data.augment_on=gpu", "data.augment_on must be one of ['cpu', 'device'], got 'gpu'"),
+        (
+            "data=strong_augment data.augment_on=device",
+            "data.augment_on=device: GaussianBlur runs on the CPU only (data.augment_on=device supports",
+        ),
     ],
 )
 def test_config_checks_name_the_key_and_its_range(override: str, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
-        check_config(_compose([override]))
+        check_config(_compose(override.split()))
     assert str(info.value).startswith("config: ") and expected in str(info.value)
 
 
@@ -155,7 +160,8 @@ def test_fractions_must_leave_room_for_training() -> None:
 
 
 def test_the_shipped_configs_pass_the_checks() -> None:
-    for overrides in ([], ["experiment=best"], ["experiment=tutorial"], ["debug=overfit"], ["data.download=false"]):
+    shipped = ([], ["experiment=best"], ["experiment=tutorial"], ["debug=overfit"], ["data.download=false"])
+    for overrides in (*shipped, ["data.augment_on=device"], ["experiment=tutorial", "data.augment_on=device"]):
         check_config(_compose(overrides))
 
 

@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
+from tumorcls.data.batch_augment import AUGMENT_ON, BatchAugment
 from tumorcls.data.cache import DecodedImages, decode_records
 from tumorcls.data.decode import DEFAULT_MAX_PIXELS, DecodeOptions
 from tumorcls.data.hashing import duplicate_groups
@@ -45,10 +46,21 @@ def _seed_worker_transform(worker_id: int) -> None:
         info.dataset.transform.set_random_seed(info.seed % 2**32)
 
 
+class Uint8ToTensor:
+    """The train transform of ``augment_on=device``: the uint8 HxWx3 image as a uint8 3xHxW tensor (a view);
+    augmentation and normalisation run later, batch-wise on the device (data.batch_augment)."""
+
+    def __call__(self, image: np.ndarray) -> dict[str, torch.Tensor]:
+        return {"image": torch.from_numpy(image).permute(2, 0, 1)}
+
+    def set_random_seed(self, seed: int) -> None:
+        """Nothing random runs here (same interface as A.Compose)."""
+
+
 class ArrayDataset(Dataset):
     """Items of an in-memory uint8 image array, transformed on access."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose | Uint8ToTensor) -> None:
         self.images = images
         self.labels = labels
         self.transform = transform
@@ -63,7 +75,9 @@ class ArrayDataset(Dataset):
 class TumorDataModule(L.LightningDataModule):
     """Brain MRI slices in the Kaggle layout ``root/{Training,Testing}/<class>/*``.
 
-    Images are decoded once, at ``size`` x ``size``, in ``setup``; epochs only augment.
+    Images are decoded once, at ``size`` x ``size``, in ``setup``; epochs only augment: in the DataLoader with
+    albumentations (``augment_on="cpu"``), or batch-wise on the model's device after the transfer
+    (``augment_on="device"``, data.batch_augment: the train loader then serves uint8 tensors).
     """
 
     def __init__(
@@ -88,10 +102,13 @@ class TumorDataModule(L.LightningDataModule):
         min_image_side: int = 16,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         manifest_path: str | os.PathLike | None = None,
+        augment_on: str = "cpu",
     ) -> None:
         super().__init__()
         if protocol not in PROTOCOLS:
             raise DatasetError(f"unknown data.protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
+        if augment_on not in AUGMENT_ON:
+            raise DatasetError(f"unknown data.augment_on {augment_on!r}; choose one of {list(AUGMENT_ON)}")
         self.root = Path(root).expanduser()
         self.protocol = protocol
         self.size = size
@@ -113,6 +130,8 @@ class TumorDataModule(L.LightningDataModule):
         self.manifest_path = Path(manifest_path) if manifest_path else None
         self.train_transform = build_transforms(size, train_augmentations, self.mean, self.std)
         self.eval_transform = build_transforms(size, (), self.mean, self.std)
+        self.augment_on = augment_on
+        self.batch_augment = BatchAugment(train_augmentations, self.mean, self.std) if augment_on == "device" else None
         self.class_names = CLASS_NAMES
         self.decoded: DecodedImages | None = None
         self.split: np.ndarray | None = None
@@ -147,6 +166,8 @@ class TumorDataModule(L.LightningDataModule):
         for name in SPLITS:
             idx = np.flatnonzero(split == name)
             transform = self.train_transform if name == "train" else self.eval_transform
+            if name == "train" and self.batch_augment is not None:
+                transform = Uint8ToTensor()
             self.datasets[name] = ArrayDataset(decoded.images[idx], decoded.labels[idx], transform)
         counts = {name: np.bincount(self.datasets[name].labels, minlength=len(CLASS_NAMES)).tolist() for name in SPLITS}
         log.info(
@@ -197,6 +218,18 @@ class TumorDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``augment_on=device``: augment and normalise the uint8 train batches where they now are."""
+        if self.batch_augment is None or not isinstance(batch, list | tuple) or len(batch) != 2:
+            return batch
+        x, y = batch
+        return (self.batch_augment(x), y) if x.dtype == torch.uint8 else batch
+
+    def train_sample(self, i: int) -> torch.Tensor:
+        """Train image ``i`` augmented and normalised (float 3xHxW) as training sees it, on either path."""
+        x = self.datasets["train"][i][0]
+        return self.batch_augment(x[None])[0] if self.batch_augment is not None else x
 
     def split_sizes(self) -> dict[str, int]:
         return {name: len(ds) for name, ds in self.datasets.items()}

@@ -14,7 +14,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _build(spec: Any) -> A.BasicTransform:
+def build_augmentation(spec: Any) -> A.BasicTransform:
     """A transform from an instance or a ``{"_target_": "albumentations.X", ...}`` mapping."""
     if isinstance(spec, A.BasicTransform | A.BaseCompose):
         return spec
@@ -32,7 +32,7 @@ def build_transforms(
     std: Sequence[float] = IMAGENET_STD,
 ) -> A.Compose:
     """uint8 HxWx3 RGB -> normalised float CHW tensor; ``augmentations`` run first (training only)."""
-    steps = [_build(s) for s in augmentations]
+    steps = [build_augmentation(s) for s in augmentations]
     steps += [
         A.Resize(size, size),  # a no-op on the decoded cache; keeps external inputs safe
         A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),

@@ -26,6 +26,9 @@ from tumorcls.models.network import create_network
 from tumorcls.models.optim import build_optimizer, build_scheduler
 from tumorcls.models.settings import ModelSettings
 
+# training losses are checked for NaN/inf in groups of this many steps (a host-device sync per check, not per step)
+FINITE_CHECK_EVERY = 50
+
 
 def _metrics(num_classes: int) -> MetricCollection:
     """Argument validation is off: it runs torch.unique on every update, a host-device sync per step on CUDA;
@@ -92,6 +95,7 @@ class TumorClassifier(L.LightningModule):
         self.val_metrics = _metrics(num_classes).clone(prefix="val/")
         self.test_metrics = _metrics(num_classes).clone(prefix="test/")
         self.last_confmat: dict[str, torch.Tensor] = {}
+        self._unchecked_losses: list[tuple[torch.Tensor, int, int]] = []  # (loss, epoch, global step)
 
     @property
     def class_names(self) -> list[str]:
@@ -130,15 +134,35 @@ class TumorClassifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self._loss(logits, y)
-        if not torch.isfinite(loss):
-            raise TrainingDivergedError(
-                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, global step "
-                f"{self.global_step}; lower model.lr or check the data. The last good checkpoint is kept."
-            )
+        self._unchecked_losses.append((loss.detach(), self.current_epoch, self.global_step))
+        if len(self._unchecked_losses) >= FINITE_CHECK_EVERY:
+            self.check_finite_losses()
         self.train_acc(logits.argmax(1), y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
+
+    def check_finite_losses(self) -> None:
+        """Raise TrainingDivergedError naming the first step whose loss was NaN or infinite. Losses are checked in
+        groups (every FINITE_CHECK_EVERY steps, before validation and at the end of each training epoch, so before
+        any checkpoint of that epoch is written): one host-device sync per group instead of one per step."""
+        pending, self._unchecked_losses = self._unchecked_losses, []
+        if not pending:
+            return
+        losses = torch.stack([loss.float() for loss, _, _ in pending])
+        bad = torch.nonzero(~torch.isfinite(losses)).flatten().tolist()
+        if bad:
+            value, epoch, step = losses[bad[0]].item(), pending[bad[0]][1], pending[bad[0]][2]
+            raise TrainingDivergedError(
+                f"non-finite training loss ({value}) at epoch {epoch}, global step {step}; "
+                "lower model.lr or check the data. The last good checkpoint is kept."
+            )
+
+    def on_validation_start(self) -> None:
+        self.check_finite_losses()
+
+    def on_train_epoch_end(self) -> None:
+        self.check_finite_losses()
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         x, y = batch

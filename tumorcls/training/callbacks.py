@@ -85,7 +85,8 @@ class AugmentedSampleGrid(L.Callback):
             if len(idx) == 0:
                 continue
             pick = idx[torch.randperm(len(idx), generator=generator)[: self.per_class]]
-            images = [denormalize(dataset[int(i)][0].float(), datamodule.mean, datamodule.std) for i in pick]
+            sample = getattr(datamodule, "train_sample", lambda i: dataset[i][0])
+            images = [denormalize(sample(int(i)).float(), datamodule.mean, datamodule.std) for i in pick]
             images += [torch.zeros_like(images[0])] * (self.per_class - len(images))
             rows.extend(images)
         if rows:

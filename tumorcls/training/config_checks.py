@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from tumorcls.data.batch_augment import AUGMENT_ON, unsupported_augmentations
 from tumorcls.data.splits import PROTOCOLS
 from tumorcls.errors import TumorclsError, first_line
 from tumorcls.labels import NUM_CLASSES
@@ -86,6 +87,7 @@ RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "data.eval_batch_size": optional(integer(1)),
     "data.num_workers": either(one_of("auto"), integer(0)),
     "data.pin_memory": optional(BOOL),
+    "data.augment_on": one_of(*AUGMENT_ON),
     "data.split_seed": integer(0),
     "data.test_fraction": FRACTION,
     "data.val_fraction": FRACTION,
@@ -131,6 +133,22 @@ def check_config(cfg: DictConfig) -> None:
         if value is not _MISSING and not ok(value):
             raise ConfigError(f"config: {key} must be {expected}, got {value!r}")
     data = cfg.get("data") or {}
+    _check_device_augmentation(cfg)
     fractions = [data.get(k) for k in ("test_fraction", "val_fraction")]
     if data.get("protocol") != "official" and all(map(_is_number, fractions)) and sum(fractions) >= 1:
         raise ConfigError(f"config: data.test_fraction + data.val_fraction must be < 1, got {sum(fractions):g}")
+
+
+def _check_device_augmentation(cfg: DictConfig) -> None:
+    """``data.augment_on=device`` runs only the transforms that data.batch_augment implements."""
+    if _value(cfg, "data.augment_on") != "device":
+        return
+    augmentations = _value(cfg, "data.train_augmentations")
+    if augmentations is _MISSING or augmentations is None:
+        return
+    try:
+        reason = unsupported_augmentations(augmentations)
+    except Exception as exc:  # a malformed entry: the data module would fail on it too
+        raise ConfigError(f"config: data.train_augmentations cannot be built: {first_line(exc)}") from None
+    if reason:
+        raise ConfigError(f"config: data.augment_on=device: {reason}")

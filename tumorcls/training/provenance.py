@@ -21,6 +21,8 @@ from tumorcls.models.lit_module import TumorClassifier
 class Timings:
     data_seconds: float  # decoding the dataset
     fit_seconds: float
+    calibrate_seconds: float | None = None  # the temperature fit on the val split
+    test_seconds: float | None = None  # trainer.test of the best checkpoint (artifacts not included)
 
 
 def git_commit() -> str:
@@ -76,6 +78,11 @@ def run_provenance(
         "calibration": calibration,
         "data_seconds": round(timings.data_seconds, 1),
         "fit_seconds": round(timings.fit_seconds, 1),
+        **{
+            key: round(value, 1)
+            for key, value in (("calibrate_seconds", timings.calibrate_seconds), ("test_seconds", timings.test_seconds))
+            if value is not None
+        },
         "machine": machine(),
         "torch": torch.__version__,
         "git_commit": git_commit(),

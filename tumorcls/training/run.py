@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,11 @@ def test_and_report(
 ) -> dict[str, float]:
     """Calibrate and test the best checkpoint; rank 0 writes the artifacts and logs the hyperparameters."""
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    started = time.perf_counter()
     calibration = calibrate_best(trainer, datamodule, best) if cfg.get("calibrate", False) and best else None
+    calibrated = time.perf_counter()
     trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+    timings = replace(timings, calibrate_seconds=calibrated - started, test_seconds=time.perf_counter() - calibrated)
     results = scalar_metrics(trainer)
     if trainer.global_rank != 0:
         return results
