@@ -40,7 +40,7 @@ def test_the_smoke_session_runs_every_step_on_cpu(tmp_path: Path) -> None:
     result = json.loads((out / "session.json").read_text())
     run = result["train"]["augment_on_device"]
     assert run["returncode"] == 0 and "data.augment_on=device" in run["command"]
-    assert run["wall_seconds"] > run["fit_seconds"] > 0 and run["test_seconds"] > 0 and 0 <= run["acc"] <= 1
+    assert run["wall_seconds"] > run["fit_seconds"] > 0 and run["test_seconds"] >= 0 and 0 <= run["acc"] <= 1
     assert result["device"] == "CPU" and result["smoke"] is True
     breakdown = result["profile"]["breakdown"]
     assert breakdown["train steps (forward, backward, optimizer)"]["seconds"] > 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -40,7 +41,9 @@ VARIANTS: dict[str, list[str]] = {
     "augment_on_device": DEVICE_AUGMENT,
     "fp32+cudagraphs": FP32 + CUDA_GRAPHS,
     "fp32+cudagraphs+augment_on_device": FP32 + CUDA_GRAPHS + DEVICE_AUGMENT,
+    "no_progress_bar": ["callbacks=plain"],  # not run unless asked for: the rich bar cost nothing on CPU
 }
+DEFAULT_VARIANTS = [name for name in VARIANTS if name != "no_progress_bar"]
 SMOKE_OVERRIDES = [
     "data.size=32",
     "data.batch_size=8",
@@ -51,7 +54,6 @@ SMOKE_OVERRIDES = [
     "trainer.max_epochs=1",
 ]
 STAGES = ("data_seconds", "fit_seconds", "calibrate_seconds", "test_seconds")  # metrics.json's timings
-QUIET = ["callbacks=plain", "+trainer.enable_progress_bar=false"]
 # bench variants: name -> extra arguments of python -m tumorcls.bench
 BENCH_VARIANTS: dict[str, list[str]] = {
     "auto_precision": [],  # bf16 autocast on CUDA, as training
@@ -106,7 +108,7 @@ def run_command(cmd: list[str], cwd: Path, timeout: int) -> dict[str, Any]:
 def train_variant(args: argparse.Namespace, name: str, overrides: list[str], profile_dir: Path | None) -> dict:
     """One ``python train.py`` run: whole-command wall time plus metrics.json's timings and accuracy."""
     run_dir = Path(args.out) / "runs" / (name + ("-profiled" if profile_dir else ""))
-    cmd = [sys.executable, "train.py", "model=effnet_b0", *QUIET, *args.base_overrides, *overrides]
+    cmd = [sys.executable, "train.py", "model=effnet_b0", *args.base_overrides, *overrides]
     cmd.append(f"hydra.run.dir={run_dir}")
     if profile_dir is not None:
         cmd += ["+trainer.profiler._target_=lightning.pytorch.profilers.SimpleProfiler"]
@@ -132,7 +134,7 @@ def parse_profile(text: str) -> dict[str, dict[str, float]]:
 
 
 def breakdown(rows: dict[str, dict[str, float]], fit_seconds: float) -> dict[str, Any]:
-    """The fit's seconds per category (and per epoch where an action runs once per epoch)."""
+    """The fit's seconds per category, and the percentage of ``fit_seconds`` each takes."""
     out: dict[str, Any] = {}
     for category, actions in CATEGORIES.items():
         total = 0.0
@@ -197,6 +199,11 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save(out: Path, result: dict[str, Any]) -> None:
+    (out / "session.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "session.md").write_text(markdown(result))
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tumorcls.bench.gpu_session", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -205,7 +212,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny model and data, one epoch, CPU")
     parser.add_argument("--data", default=None, help="dataset root (default: TUMORCLS_DATA / the config's)")
     parser.add_argument(
-        "--variants", default=None, help=f"comma-separated, from {list(VARIANTS)} (default: all; --smoke: no compile)"
+        "--variants",
+        default=None,
+        help=f"comma-separated, from {list(VARIANTS)} (default: {DEFAULT_VARIANTS}, without compile on --smoke)",
     )
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the profiled run")
     parser.add_argument("--no-bench", dest="bench", action="store_false", help="skip python -m tumorcls.bench")
@@ -218,7 +227,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # compiling on CPU (inductor) takes minutes: --smoke leaves the CUDA-graph variants out unless asked for
-    default = [v for v, overrides in VARIANTS.items() if not (args.smoke and "model.compile=true" in overrides)]
+    default = [v for v in DEFAULT_VARIANTS if not (args.smoke and "model.compile=true" in VARIANTS[v])]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else default
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants or not (Path(args.repo) / "train.py").is_file():
@@ -230,22 +239,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = args.data or (str(write_smoke_dataset(out / "smoke_data")) if args.smoke else None)
     args.base_overrides = [*(SMOKE_OVERRIDES if args.smoke else []), *([f"data.root={data}"] if data else [])]
     args.base_overrides += list(args.overrides)
-    result: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "smoke": args.smoke,
-    }
-    smoke_profile = Path(args.out) / "profile" if args.smoke and args.profile else None
-    result["train"] = {
-        name: train_variant(args, name, VARIANTS[name], smoke_profile if i == 0 else None)
-        for i, name in enumerate(variants)
-    }
-    machines = [r["machine"] for r in result["train"].values() if r.get("machine")]
-    result["device"] = (machines[0].get("cuda") or "CPU") if machines else "unknown"
-    first = result["train"][variants[0]]
-    result["profile"] = profile_first_variant(args, variants, first) if args.profile else None
-    result["bench"] = bench_rates(args) if args.bench else {}
-    (out / "session.json").write_text(json.dumps(result, indent=2, default=str))
-    (out / "session.md").write_text(markdown(result))
+    shutil.rmtree(out / "profile", ignore_errors=True)  # no report of an earlier session is read back
+    result: dict[str, Any] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "smoke": args.smoke}
+    result.update(device="unknown", train={}, profile=None, bench={})
+    smoke_profile = out / "profile" if args.smoke and args.profile else None
+    for i, name in enumerate(variants):  # session.json is rewritten after each step: a killed session keeps them
+        result["train"][name] = train_variant(args, name, VARIANTS[name], smoke_profile if i == 0 else None)
+        machine = result["train"][name].get("machine")
+        result["device"] = (machine.get("cuda") or "CPU") if machine else result["device"]
+        save(out, result)
+    if args.profile:
+        result["profile"] = profile_first_variant(args, variants, result["train"][variants[0]])
+        save(out, result)
+    if args.bench:
+        result["bench"] = bench_rates(args)
+    save(out, result)
     print(markdown(result))
     failed = [n for n, r in result["train"].items() if r["returncode"] != 0]
     return 1 if failed else 0

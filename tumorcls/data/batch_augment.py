@@ -18,6 +18,9 @@ Differences from the CPU path are numerical only: pixels stay float between tran
 uint8 after each one) and the bilinear sampler is torch's ``grid_sample`` instead of cv2's ``warpAffine``. Any other
 transform (or option) is refused in one line by :func:`unsupported_augmentations`, which the config check calls.
 Random numbers come from torch's generator of the batch's device (seeded by ``seed``), drawn batch-wise.
+torchvision.transforms.v2's random transforms draw one set of parameters per call (the whole batch flips or none),
+so the steps here draw a vector of parameters per batch and use v2's functional ops and ``affine_grid``/``grid_sample``;
+nothing in them copies to or from the host, so a CUDA step never waits on the CPU.
 """
 
 from __future__ import annotations
@@ -82,11 +85,15 @@ def affine_matrices(t: A.Affine, n: int, height: int, width: int, like: torch.Te
 def affine(t: A.Affine) -> BatchStep:
     def step(x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        forward = affine_matrices(t, n, h, w, x)
-        # pixel offsets from the centre <-> grid_sample's normalised coordinates (align_corners=False)
-        to_norm = torch.diag(torch.tensor([2.0 / w, 2.0 / h, 1.0], device=x.device))
-        from_norm = torch.diag(torch.tensor([w / 2.0, h / 2.0, 1.0], device=x.device))
-        theta = torch.linalg.inv(to_norm @ forward @ from_norm)[:, :2]  # output -> input sampling positions
+        m = affine_matrices(t, n, h, w, x)
+        # pixel offsets from the centre -> grid_sample's normalised coordinates (align_corners=False), D^-1 M D with
+        # D = diag(w/2, h/2, 1), in scalar operations: no small host tensors to copy to the device
+        m[:, 0, 1] *= h / w
+        m[:, 1, 0] *= w / h
+        m[:, 0, 2] *= 2.0 / w
+        m[:, 1, 2] *= 2.0 / h
+        # output -> input sampling positions; inv_ex: no error check, so no host-device sync (never singular here)
+        theta = torch.linalg.inv_ex(m).inverse[:, :2]
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return _where(_chosen(n, t.p, x), warped, x)
@@ -161,6 +168,10 @@ def unsupported_augmentations(augmentations: Sequence[Any]) -> str | None:
     return None
 
 
+def _channel_tensor(values: Sequence[float], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+
+
 class BatchAugment(torch.nn.Module):
     """uint8 ``N x 3 x H x W`` batch -> augmented (when ``train``) and normalised float32 batch, on its device."""
 
@@ -178,10 +189,14 @@ class BatchAugment(torch.nn.Module):
         self.steps: list[BatchStep] = [SUPPORTED[type(t)][0](t) for t in transforms]
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # copied to each device once
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """float pixels in 0..255 -> ``(x / 255 - mean) / std``, as ``A.Normalize(max_pixel_value=255)``."""
-        return TF.normalize(x / 255.0, self.mean, self.std)
+        if x.device not in self._stats:
+            self._stats[x.device] = (_channel_tensor(self.mean, x.device), _channel_tensor(self.std, x.device))
+        mean, std = self._stats[x.device]
+        return (x / 255.0 - mean) / std
 
     def forward(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
