@@ -10,7 +10,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from tumorcls.errors import TumorclsError
-from tumorcls.training.run import run
+from tumorcls.openmp_policy import prefer_passive_openmp_wait
+
+prefer_passive_openmp_wait()  # before torch loads OpenMP (why: tumorcls.openmp_policy)
+
+from tumorcls.training.run import run  # noqa: E402 - imports torch, after the wait policy is set
 
 log = logging.getLogger("tumorcls")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,13 @@ class TensorFlowProbe(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         Path(trainer.default_root_dir, "tensorflow_imported.json").write_text(json.dumps("tensorflow" in sys.modules))
+
+
+class OpenMPProbe(L.Callback):
+    """Notes the OpenMP wait policy the training process runs under (train.py sets PASSIVE before torch loads)."""
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        Path(trainer.default_root_dir, "omp_wait_policy.json").write_text(json.dumps(os.environ.get("OMP_WAIT_POLICY")))
 
 
 def _events(run_dir: Path) -> dict[str, set[str]]:
@@ -37,8 +45,10 @@ def _events(run_dir: Path) -> dict[str, set[str]]:
 def test_train_writes_every_artifact_and_tensorboard_tags(synthetic_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     probe = "+callbacks.tensorflow_probe._target_=tests.training.test_train_cli.TensorFlowProbe"
-    train([*small_run_args(synthetic_root), "trainer.max_epochs=2", probe, f"hydra.run.dir={run_dir}"])
+    omp = "+callbacks.omp_probe._target_=tests.training.test_train_cli.OpenMPProbe"
+    train([*small_run_args(synthetic_root), "trainer.max_epochs=2", probe, omp, f"hydra.run.dir={run_dir}"])
     assert json.loads((run_dir / "tensorflow_imported.json").read_text()) is False  # TensorBoard without TF
+    assert json.loads((run_dir / "omp_wait_policy.json").read_text()) == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
     for name in (
         "metrics.json",
         "classification_report.txt",

@@ -2,10 +2,10 @@
 
 import sys
 
-from tumorcls.bench.openmp import prefer_passive_openmp_wait
+from tumorcls.openmp_policy import prefer_passive_openmp_wait
 
 if __name__ == "__main__":
-    # before torch loads OpenMP (why: tumorcls.bench.openmp); here, not when a benchmark module is imported,
+    # before torch loads OpenMP (why: tumorcls.openmp_policy); here, not when a benchmark module is imported,
     # so that importing one changes no process-wide state
     prefer_passive_openmp_wait()
     from tumorcls.bench.train_eval import main

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":  # python -m tumorcls.bench.peer: before torch loads OpenMP (tumorcls.bench.openmp)
-    from tumorcls.bench.openmp import prefer_passive_openmp_wait
+if __name__ == "__main__":  # python -m tumorcls.bench.peer: before torch loads OpenMP (tumorcls.openmp_policy)
+    from tumorcls.openmp_policy import prefer_passive_openmp_wait
 
     prefer_passive_openmp_wait()
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 if __name__ == "__main__":  # python -m tumorcls.bench.train_eval: before torch loads OpenMP (see the module)
-    from tumorcls.bench.openmp import prefer_passive_openmp_wait
+    from tumorcls.openmp_policy import prefer_passive_openmp_wait
 
     prefer_passive_openmp_wait()
 
