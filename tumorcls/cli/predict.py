@@ -35,9 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _report(path: Path, reason: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
+    print(f"error: {path}: {reason}", file=sys.stderr, flush=True)  # above the progress bar while it draws
 
 
 def _render(args: argparse.Namespace, result: PredictRun, predictor: Predictor) -> str:

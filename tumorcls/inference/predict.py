@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -75,13 +74,15 @@ def run_predictions(
     explainer = predictor.grad_cam(cam_layer) if cam_dir is not None else None
     if explainer is not None:
         from tumorcls.inference.gradcam import save_overlay
-    from tqdm import tqdm
+    from rich.console import Console
+    from rich.progress import Progress
 
     result = PredictRun()
     used: set[str] = set()
     started = time.perf_counter()
-    bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
-    try:
+    # rich, as training's progress bar; while it draws, writes to stderr (the error lines) print above it
+    with Progress(console=Console(stderr=True), disable=not progress) as bar:
+        task = bar.add_task("predicting", total=len(files))
         for batch in iter_batches(files, predictor.input_size, batch_size):
             for path, reason in batch.errors:
                 result.errors.append((path, reason))
@@ -96,9 +97,7 @@ def run_predictions(
                 if cams is not None:
                     pred.cam = save_overlay(_unique_png(cam_dir, path, used), batch.images[i], cams[i])
                 result.predictions.append(pred)
-            bar.update(len(batch.paths) + len(batch.errors))
-    finally:
-        bar.close()
+            bar.advance(task, len(batch.paths) + len(batch.errors))
     result.seconds = time.perf_counter() - started
     return result
 
