@@ -164,30 +164,27 @@ print("POLICY", seen, os.environ.get("OMP_WAIT_POLICY"))
 """
 
 
-@pytest.mark.parametrize("module", ["tumorcls.bench.train_eval", "tumorcls.bench.peer", "tumorcls.bench.export"])
-def test_importing_a_benchmark_leaves_the_openmp_wait_policy_alone(module: str) -> None:
+def _watched_policy(module: str, mode: str) -> str:
+    """What _WATCH_TORCH_IMPORT prints for ``module`` imported or run, in a process without a wait policy."""
     proc = subprocess.run(
-        [sys.executable, "-c", _WATCH_TORCH_IMPORT, module, "import"],
+        [sys.executable, "-c", _WATCH_TORCH_IMPORT, module, mode],
         env=_env_without_wait_policy(),
         text=True,
         capture_output=True,
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "POLICY [None] None" in proc.stdout
+    return proc.stdout
+
+
+@pytest.mark.parametrize("module", ["tumorcls.bench.train_eval", "tumorcls.bench.peer", "tumorcls.bench.export"])
+def test_importing_a_benchmark_leaves_the_openmp_wait_policy_alone(module: str) -> None:
+    assert "POLICY [None] None" in _watched_policy(module, "import")
 
 
 @pytest.mark.parametrize("module", ["tumorcls.bench", "tumorcls.bench.train_eval", "tumorcls.bench.peer"])
 def test_running_a_benchmark_sets_the_openmp_wait_policy_before_torch_loads(module: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", _WATCH_TORCH_IMPORT, module, "run"],
-        env=_env_without_wait_policy(),
-        text=True,
-        capture_output=True,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "POLICY ['PASSIVE'] PASSIVE" in proc.stdout
+    assert "POLICY ['PASSIVE'] PASSIVE" in _watched_policy(module, "run")
 
 
 def test_a_wait_policy_the_user_chose_is_kept() -> None:

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from tests.helpers.export_fixtures import make_checkpoint, perturb, write_splits
+from tests.helpers.export_fixtures import export_run_dir, perturb
 from tumorcls.errors import ExportError
 from tumorcls.export import run as export_run
 from tumorcls.export.run import export_checkpoint, torch_probabilities
@@ -52,10 +52,8 @@ def test_static_network_gives_the_same_numbers_with_a_static_graph(size: int) ->
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Path:
-    run = tmp_path_factory.mktemp("int8run")
-    make_checkpoint(run)
-    write_splits(run, synthetic_root)  # a test split only: no training images to calibrate on
-    return run
+    # splits.csv holds a test split only: no training images to calibrate on
+    return export_run_dir(tmp_path_factory.mktemp("int8run"), synthetic_root)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ pytest.importorskip("tf_keras", reason="the Keras export needs the [keras] extra
 
 import h5py  # noqa: E402
 
-from tests.helpers.export_fixtures import make_checkpoint, perturb, write_splits  # noqa: E402
+from tests.helpers.export_fixtures import export_run_dir, perturb  # noqa: E402
 from tumorcls.errors import ExportError  # noqa: E402
 from tumorcls.export import run as export_run  # noqa: E402
 from tumorcls.export import to_keras as export_keras  # noqa: E402
@@ -45,10 +45,7 @@ STANDARD_LAYERS = {
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Path:
-    run = tmp_path_factory.mktemp("krun")
-    make_checkpoint(run, seed=3)
-    write_splits(run, synthetic_root)
-    return run
+    return export_run_dir(tmp_path_factory.mktemp("krun"), synthetic_root, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 
-from tests.helpers.export_fixtures import REPO, export_cli, make_checkpoint, write_splits
+from tests.helpers.export_fixtures import REPO, export_cli, export_run_dir
 from tumorcls.errors import CheckpointError, ExportError
 from tumorcls.export import run as export_run
 from tumorcls.export.run import export_checkpoint, torch_probabilities
@@ -24,10 +24,7 @@ from tumorcls.models.checkpoint import load_checkpoint
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Path:
-    run = tmp_path_factory.mktemp("run")
-    make_checkpoint(run)
-    write_splits(run, synthetic_root)
-    return run
+    return export_run_dir(tmp_path_factory.mktemp("run"), synthetic_root)
 
 
 @pytest.fixture(scope="module")

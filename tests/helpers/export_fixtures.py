@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.helpers.paths import REPO
+from tests.helpers.trainers import quiet_trainer
 from tumorcls.models.lit_module import TumorClassifier
 
 
@@ -39,20 +39,20 @@ def make_checkpoint(
     torch.manual_seed(seed)
     model = TumorClassifier(backbone=backbone, input_size=size, scheduler="none", **hparams)
     data = TensorDataset(torch.randn(4, 3, size, size), torch.tensor([0, 1, 2, 3]))
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_steps=1, enable_checkpointing=False)
     trainer.fit(model, DataLoader(data, batch_size=4))
     perturb(model, seed)
     path = run_dir / "checkpoints" / "best.ckpt"
     path.parent.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(path)
     return path
+
+
+def export_run_dir(folder: Path, data_root: Path, seed: int = 0) -> Path:
+    """A run folder as export.py finds it: ``checkpoints/best.ckpt`` and a ``splits.csv`` over ``data_root``."""
+    make_checkpoint(folder, seed=seed)
+    write_splits(folder, data_root)
+    return folder
 
 
 def write_splits(run_dir: Path, data_root: Path) -> list[str]:

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.helpers.synthetic import synthetic_image
+from tests.helpers.trainers import quiet_trainer
 from tumorcls.inference.backends import TorchPredictor
 from tumorcls.models.lit_module import TumorClassifier
 
@@ -33,14 +34,7 @@ def train_tiny(path: Path, seed: int = 0, epochs: int = 8, per_class: int = 16) 
     images, labels = synthetic_batch(per_class, seed)
     x = TorchPredictor(model).preprocess(images)
     loader = DataLoader(TensorDataset(x, torch.as_tensor(labels)), batch_size=16, shuffle=True)
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=epochs, enable_checkpointing=False)
     trainer.fit(model, train_dataloaders=loader)
     trainer.save_checkpoint(path)
     return path

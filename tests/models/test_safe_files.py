@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import pytest
 import torch
 from PIL import ImageFile
 
+from tests.helpers.trainers import quiet_trainer
 from tumorcls.data.decode import DecodeOptions, ImageDecodeError, decode_image, read_image
 from tumorcls.errors import CheckpointError
 from tumorcls.labels import CLASS_NAMES
@@ -30,13 +30,7 @@ def good_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real Lightning checkpoint of a small TumorClassifier, written by a Trainer."""
     path = tmp_path_factory.mktemp("ckpt") / "good.ckpt"
     model = TumorClassifier(backbone="test_efficientnet")
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(enable_checkpointing=False)
     trainer.strategy.connect(model)
     trainer.save_checkpoint(path)
     return path

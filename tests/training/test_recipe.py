@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 
 from tests.helpers.paths import REPO
 from tests.helpers.train_runs import small_run_args, train
+from tests.helpers.trainers import quiet_trainer
 from tumorcls.data.datamodule import TumorDataModule
 from tumorcls.data.splits import make_splits
 from tumorcls.errors import DatasetError, TumorclsError
@@ -49,15 +50,7 @@ def test_kfold_needs_the_grouped_protocol_and_a_valid_fold(synthetic_root: Path)
 def _fit(model: TumorClassifier, root: Path, epochs: int, callbacks: list | None = None, **trainer_kw) -> L.Trainer:
     L.seed_everything(0)
     dm = TumorDataModule(root, size=32, batch_size=16, num_workers=0)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks or [],
-        **trainer_kw,
-    )
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=callbacks or [], **trainer_kw)
     trainer.fit(model, datamodule=dm)
     return trainer
 

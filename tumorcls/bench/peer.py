@@ -32,7 +32,7 @@ import torch
 from tumorcls.atomic_io import atomic_write_json
 from tumorcls.bench.inputs import endless, in_memory_datamodule, load_images, synthetic_images
 from tumorcls.bench.timing import seconds_each, time_repeats
-from tumorcls.bench.train_eval import BenchError, build_classifier, machine_info, train_step_fn, training_optimizer
+from tumorcls.bench.train_eval import BenchError, build_classifier, machine_info, train_step_fn
 from tumorcls.errors import TumorclsError
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class Ours:
         self.device = torch.device("cpu")
         size = images.shape[1]
         self.model = build_classifier(args.model, size, args.channels_last)
-        self.optimizer = training_optimizer(self.model)
+        self.optimizer = self.model.build_optimizer()  # the optimizer training builds
         self.loaders = {
             augment: endless(
                 in_memory_datamodule(
@@ -271,7 +271,7 @@ def run_peer(args: argparse.Namespace) -> dict[str, Any]:
     ratios, targets = compare(med, measures)
     return {
         "machine": machine_info(torch.device("cpu")),
-        "config": {**{k: v for k, v in vars(args).items()}, "images_source": source},
+        "config": {**vars(args), "images_source": source},
         "keras": keras_info,
         "load_average_1min_per_round": [round(v, 2) for v in loads],
         "raw": rows,

@@ -149,13 +149,6 @@ def build_classifier(model_name: str, size: int, channels_last: bool) -> Any:
     )
 
 
-def training_optimizer(model: Any) -> torch.optim.Optimizer:
-    """The optimizer training builds for ``model`` (fused Adam where available), from the same factory."""
-    from tumorcls.models.optim import build_optimizer
-
-    return build_optimizer(model.net, model.settings.optimizer)
-
-
 def host_batch(images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device):
     """One normalised batch in host memory, pinned when it is bound for a GPU."""
     idx = np.arange(batch_size) % len(images)
@@ -210,7 +203,7 @@ def bench_train(ctx: PartContext) -> dict[str, Any]:
     args = ctx.args
     model = prepare_model(args, ctx.device).train()
     batch = host_batch(ctx.images, ctx.labels, args.batch_size, ctx.device)
-    step = train_step_fn(model, training_optimizer(model), lambda: batch, ctx.device, ctx.precision)
+    step = train_step_fn(model, model.build_optimizer(), lambda: batch, ctx.device, ctx.precision)
     return time_repeats(step, args.steps, args.warmup, args.repeats, ctx.device)
 
 

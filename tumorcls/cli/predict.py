@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from tumorcls.atomic_io import atomic_write_text
+from tumorcls.data.files import find_images
 from tumorcls.errors import TumorclsError
 from tumorcls.inference.backends import Predictor, load_predictor
-from tumorcls.inference.batching import find_images
 from tumorcls.inference.predict import PredictRun, check_output, format_csv, format_json, format_table, run_predictions
 
 

@@ -154,17 +154,24 @@ SUPPORTED: dict[type, tuple[Callable[[Any], BatchStep], Callable[[Any], str | No
 }
 
 
+def _unsupported(t: Any) -> str | None:
+    """Why the device path cannot run this built transform (one line), or None when it can."""
+    entry = SUPPORTED.get(type(t))
+    if entry is None:
+        names = ", ".join(cls.__name__ for cls in SUPPORTED)
+        return f"{type(t).__name__} runs on the CPU only (data.augment_on=device supports {names})"
+    reason = entry[1](t)
+    if reason:
+        return f"{type(t).__name__}: {reason} run on the CPU only (data.augment_on=cpu)"
+    return None
+
+
 def unsupported_augmentations(augmentations: Sequence[Any]) -> str | None:
     """Why the device path cannot run this policy (one line), or None when it can."""
     for spec in augmentations:
-        t = build_augmentation(spec)
-        entry = SUPPORTED.get(type(t))
-        if entry is None:
-            names = ", ".join(cls.__name__ for cls in SUPPORTED)
-            return f"{type(t).__name__} runs on the CPU only (data.augment_on=device supports {names})"
-        reason = entry[1](t)
+        reason = _unsupported(build_augmentation(spec))
         if reason:
-            return f"{type(t).__name__}: {reason} run on the CPU only (data.augment_on=cpu)"
+            return reason
     return None
 
 
@@ -182,11 +189,13 @@ class BatchAugment(torch.nn.Module):
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
-        reason = unsupported_augmentations(augmentations)
-        if reason:
-            raise AugmentationError(reason)
-        transforms = [build_augmentation(spec) for spec in augmentations]
-        self.steps: list[BatchStep] = [SUPPORTED[type(t)][0](t) for t in transforms]
+        self.steps: list[BatchStep] = []
+        for spec in augmentations:  # each built once: checked, then turned into its batch step
+            t = build_augmentation(spec)
+            reason = _unsupported(t)
+            if reason:
+                raise AugmentationError(reason)
+            self.steps.append(SUPPORTED[type(t)][0](t))
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
         self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # copied to each device once

@@ -41,12 +41,9 @@ def _decode_one(record: ImageRecord, options: DecodeOptions) -> tuple[np.ndarray
     return resize_rgb(image.rgb, options.size, options.interpolation), sha256_bytes(data), phash(image.rgb)
 
 
-def decode_records(
-    records: list[ImageRecord], options: DecodeOptions = DecodeOptions(), num_threads: int | None = None
-) -> DecodedImages:
+def decode_records(records: list[ImageRecord], options: DecodeOptions = DecodeOptions()) -> DecodedImages:
     """Decode every record; raises DatasetError when none is readable."""
-    threads = num_threads or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         results = list(pool.map(lambda r: _decode_one(r, options), records))
     kept, images, shas, hashes, failures = [], [], [], [], []
     for record, result in zip(records, results):

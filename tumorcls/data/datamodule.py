@@ -163,11 +163,10 @@ class TumorDataModule(L.LightningDataModule):
             if not np.any(split == name):
                 raise DatasetError(f"the '{self.protocol}' protocol left the {name} split empty ({len(split)} images)")
         self.decoded, self.split, self.groups = decoded, split, groups
+        train_transform = Uint8ToTensor() if self.batch_augment is not None else self.train_transform
         for name in SPLITS:
             idx = np.flatnonzero(split == name)
-            transform = self.train_transform if name == "train" else self.eval_transform
-            if name == "train" and self.batch_augment is not None:
-                transform = Uint8ToTensor()
+            transform = train_transform if name == "train" else self.eval_transform
             self.datasets[name] = ArrayDataset(decoded.images[idx], decoded.labels[idx], transform)
         counts = {name: np.bincount(self.datasets[name].labels, minlength=len(CLASS_NAMES)).tolist() for name in SPLITS}
         log.info(

@@ -21,7 +21,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tumorcls.data import dicom
 from tumorcls.data.formats import (
-    IMAGE_SUFFIXES,
     PIL_FORMATS,
     ImageDecodeError,
     has_dicom_preamble,
@@ -31,7 +30,6 @@ from tumorcls.data.formats import (
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
-    "IMAGE_EXTENSIONS",
     "DecodeOptions",
     "ImageDecodeError",
     "SourceImage",
@@ -43,7 +41,6 @@ __all__ = [
     "resize_rgb",
 ]
 
-IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the older name
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000x8000; larger files are refused, never decoded
 
 # DecodeOptions.max_pixels is the limit, checked from the header before decoding. PIL's own warning (past

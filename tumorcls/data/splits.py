@@ -14,6 +14,7 @@ import csv
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,15 +34,20 @@ def _stratified_pick(labels: np.ndarray, idx: np.ndarray, fraction: float, rng: 
     return picked
 
 
+def _groups_by_class(labels: np.ndarray, groups: np.ndarray) -> tuple[dict[Any, np.ndarray], list[list[Any]]]:
+    """The members of each group, and per class (in label order) its groups by majority label, in id order."""
+    group_ids = np.unique(groups)
+    members = {g: np.flatnonzero(groups == g) for g in group_ids}
+    majority = {g: int(np.bincount(labels[m]).argmax()) for g, m in members.items()}
+    return members, [[g for g in group_ids if majority[g] == c] for c in np.unique(labels)]
+
+
 def _grouped_assign(
     labels: np.ndarray, groups: np.ndarray, test_fraction: float, val_fraction: float, rng: np.random.Generator
 ) -> np.ndarray:
     split = np.empty(len(labels), dtype=object)
-    group_ids = np.unique(groups)
-    members = {g: np.flatnonzero(groups == g) for g in group_ids}
-    majority = {g: int(np.bincount(labels[m]).argmax()) for g, m in members.items()}
-    for c in np.unique(labels):
-        class_groups = [g for g in group_ids if majority[g] == c]
+    members, by_class = _groups_by_class(labels, groups)
+    for class_groups in by_class:
         rng.shuffle(class_groups)
         total = sum(len(members[g]) for g in class_groups)
         test_target = test_fraction * total
@@ -61,12 +67,9 @@ def _grouped_assign(
 def _grouped_folds(labels: np.ndarray, groups: np.ndarray, num_folds: int, rng: np.random.Generator) -> np.ndarray:
     """Fold id per item: whole groups go, class by class (majority label), to the fold holding the fewest
     images of that class so far, largest groups first, so folds are balanced and duplicate-free."""
-    group_ids = np.unique(groups)
-    members = {g: np.flatnonzero(groups == g) for g in group_ids}
-    majority = {g: int(np.bincount(labels[m]).argmax()) for g, m in members.items()}
+    members, by_class = _groups_by_class(labels, groups)
     fold_of = np.empty(len(labels), dtype=np.int64)
-    for c in np.unique(labels):
-        class_groups = [g for g in group_ids if majority[g] == c]
+    for class_groups in by_class:
         rng.shuffle(class_groups)
         class_groups.sort(key=lambda g: -len(members[g]))  # stable: random order among equal sizes
         load = np.zeros(num_folds, dtype=np.int64)

@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import albumentations as A
-import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
@@ -48,7 +47,3 @@ def denormalize(
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     return (x * s + m).clamp(0, 1)
-
-
-def apply(transform: A.Compose, image: np.ndarray) -> torch.Tensor:
-    return transform(image=image)["image"]

@@ -77,9 +77,8 @@ def evaluate(
         kept.extend(batch.paths)
     if not kept:
         raise DatasetError(f"none of the {len(files)} image files could be decoded")
-    n_classes = len(predictor.class_names)
     return {
-        "probs": np.concatenate(probs) if probs else np.zeros((0, n_classes)),
+        "probs": np.concatenate(probs),
         "raw_probs": None if any(r is None for r in raw) else np.concatenate(raw),
         "labels": np.asarray(truth, dtype=np.int64),
         "paths": kept,

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tumorcls.data.decode import DecodeOptions, ImageDecodeError, read_image
-from tumorcls.data.files import find_images as find_images  # the one image finder, re-exported for predict
+from tumorcls.data.decode import DecodeOptions, ImageDecodeError, decode_image, read_file_bytes
 from tumorcls.inference.backends.base import BatchOutput, Predictor
 
 
@@ -27,13 +26,11 @@ def _decode(paths: Sequence[Path], options: DecodeOptions) -> DecodedBatch:
     images: list[np.ndarray] = []
     errors: list[tuple[Path, str]] = []
     for path in paths:
-        try:
-            images.append(read_image(path, options))
+        try:  # read_image's steps, without the path it would put in front of the reason
+            images.append(decode_image(read_file_bytes(Path(path)), options, Path(path).name))
             good.append(path)
         except ImageDecodeError as exc:
-            message = str(exc)
-            prefix = f"{path}: "
-            errors.append((path, message[len(prefix) :] if message.startswith(prefix) else message))
+            errors.append((path, str(exc)))
     side = options.size
     stack = np.stack(images) if images else np.zeros((0, side, side, 3), dtype=np.uint8)
     return DecodedBatch(good, stack, errors)

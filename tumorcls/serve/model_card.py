@@ -16,18 +16,14 @@ UPLOAD_FORMATS = (".jpg", ".jpeg", ".png", ".dcm")  # what the page offers; the 
 def describe_model(predictor: Predictor, path: Path, tta: bool, explanations: bool) -> dict[str, Any]:
     """The JSON description of the served model (the predictor's own, plus what the server adds)."""
     size = int(predictor.input_size)
-    described = predictor.describe() if callable(getattr(predictor, "describe", None)) else {}
     return {
-        **described,
+        **predictor.describe(),
         "model": path.name,  # the file name only: the server's folders are none of a client's business
-        "backend": predictor.backend,
-        "class_names": list(predictor.class_names),
         "input": {"height": size, "width": size, "channels": 3, "color": "RGB", "dtype": "uint8", "range": [0, 255]},
         "upload_formats": list(UPLOAD_FORMATS),
-        "temperature": predictor.temperature,
         "tta": tta,
         "explanations": explanations,
-        "metadata": {str(k): str(v) for k, v in (getattr(predictor, "metadata", None) or {}).items()},
+        "metadata": {str(k): str(v) for k, v in predictor.metadata.items()},
     }
 
 

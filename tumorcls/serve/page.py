@@ -71,7 +71,7 @@ class PageHandlers:
     def _classify(self, paths: list[str]) -> list[FileResult]:
         loaded = self._load(paths)
         readable = [(name, data) for name, data, _ in loaded if data is not None]
-        answered = iter(self.engine.classify(readable)) if readable else iter(())
+        answered = iter(self.engine.classify(readable))
         return [next(answered) if data is not None else FileResult(name, error=err) for name, data, err in loaded]
 
     def one(self, path: str | None) -> tuple[str, Any, Any, Any]:

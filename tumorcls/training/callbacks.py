@@ -78,6 +78,7 @@ class AugmentedSampleGrid(L.Callback):
         if writer is None or datamodule is None or "train" not in getattr(datamodule, "datasets", {}):
             return
         dataset = datamodule.datasets["train"]
+        sample = getattr(datamodule, "train_sample", lambda i: dataset[i][0])
         generator = torch.Generator().manual_seed(self.seed)
         rows = []
         for c in range(len(datamodule.class_names)):
@@ -85,7 +86,6 @@ class AugmentedSampleGrid(L.Callback):
             if len(idx) == 0:
                 continue
             pick = idx[torch.randperm(len(idx), generator=generator)[: self.per_class]]
-            sample = getattr(datamodule, "train_sample", lambda i: dataset[i][0])
             images = [denormalize(sample(int(i)).float(), datamodule.mean, datamodule.std) for i in pick]
             images += [torch.zeros_like(images[0])] * (self.per_class - len(images))
             rows.extend(images)

@@ -75,16 +75,13 @@ class OnnxPredictor(Predictor):
         if isinstance(shape[1], int) and shape[1] > 0:
             return int(shape[1])
         try:
-            probe = self._run(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.uint8))
+            probe = self._probabilities(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.uint8))
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ModelFileError(f"cannot run ONNX model '{self.path}': {first_line(exc)}") from None
         return int(probe.shape[-1])
 
-    def _run(self, images: np.ndarray) -> np.ndarray:
+    def _probabilities(self, images: np.ndarray) -> np.ndarray:
         x = images.astype(np.float32)
         if self.channels_first:
             x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         return np.asarray(self.session.run(None, {self.input_name: x})[0])
-
-    def _probabilities(self, images: np.ndarray) -> np.ndarray:
-        return self._run(images)
