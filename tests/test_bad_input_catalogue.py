@@ -356,6 +356,8 @@ TRAIN_FAST = ("trainer.accelerator=cpu", "model.pretrained=false")
         ("model.lr=-0.001", "model.lr"),
         ("data.size=7", "data.size"),
         ("trainer.max_epochs=0", "max_epochs"),
+        ("data.crop=brain", "data.crop"),
+        ("data.intensity=zscore", "data.intensity"),
     ],
 )
 def test_bad_config_values_are_refused_before_the_work(synthetic_root, tmp_path, override, needle):

@@ -38,6 +38,10 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "augmentations": ["HorizontalFlip", "Affine", "RandomBrightnessContrast", "RandomGamma"],
         "augment_on": "cpu",
     },
+    "data/shift_augment": {
+        "augmentations": ["HorizontalFlip", "Affine", "OneOf", "RandomGamma", "RandomBrightnessContrast"],
+        "augment_on": "cpu",
+    },
     "model/effnet_b0": {"backbone": "tf_efficientnet_b0.aa_in1k"},
     "model/effnet_b0_timm": {"backbone": "efficientnet_b0"},
     "trainer/default": {"strategy": "SingleDeviceStrategy", "precision": "32-true"},
@@ -52,6 +56,14 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "logger/csv": {"classes": ["CSVLogger"]},
     "logger/many": {"classes": ["TensorBoardLogger", "CSVLogger"]},
     "experiment/best": {"data.protocol": "grouped", "model.scheduler": "cosine", "trainer.max_epochs": 20},
+    "experiment/shift": {
+        "data.protocol": "grouped",
+        "data.crop": "head",
+        "data.intensity": "equalize",
+        "model.scheduler": "cosine",
+        "model.label_smoothing": 0.1,
+        "trainer.max_epochs": 20,
+    },
     "experiment/tutorial": {"data.protocol": "seed", "model.scheduler": "plateau", "trainer.max_epochs": 12},
     "hparams_search/lr_grid": {"params": {"model.lr", "data.batch_size"}},
     "hparams_search/kfold": {"params": {"data.fold"}},
@@ -109,6 +121,7 @@ def test_data_options_build_the_data_module(option: str, tmp_path: Path) -> None
     names = [type(t).__name__ for t in dm.train_transform.transforms]
     wanted = EXPECTED[f"data/{option}"]["augmentations"]
     assert [n for n in names if n in wanted or n.startswith("Random")][: len(wanted)] == wanted
+    assert (dm.decode_options.crop, dm.decode_options.intensity) == ("none", "none")
     if not wanted:
         assert not set(names) & {"HorizontalFlip", "Affine", "RandomBrightnessContrast"}
 
@@ -167,6 +180,9 @@ def test_experiments_set_their_recipe_and_build(option: str, tmp_path: Path) -> 
     dm = build_datamodule(cfg.data, RunLayout(tmp_path / "run"))
     model = tiny_model(cfg, dm)
     assert model.hparams.scheduler == cfg.model.scheduler and dm.protocol == cfg.data.protocol
+    # the preprocessing is part of the model's input contract: its checkpoints record the data module's
+    assert (model.hparams.crop, model.hparams.intensity) == (cfg.data.crop, cfg.data.intensity)
+    assert (model.settings.inputs.crop, model.settings.inputs.intensity) == (cfg.data.crop, cfg.data.intensity)
     assert build_callbacks(cfg.callbacks) and cpu_trainer(cfg, tmp_path).max_epochs == cfg.trainer.max_epochs
 
 

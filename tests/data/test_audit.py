@@ -274,6 +274,29 @@ def test_real_near_duplicates_and_the_one_label_conflict(real_report: dict[str, 
     ]
 
 
+@pytest.mark.integration
+def test_real_look_shows_the_shortcut_the_readme_describes(real_report: dict[str, Any]) -> None:
+    """Training gliomas are the darkest and smallest heads; Testing gliomas are as bright as Training no_tumor."""
+    look = {
+        split: {k: (v["head_intensity"], v["head_fraction"]) for k, v in c.items()}
+        for split, c in real_report["look"].items()
+    }
+    train, test = look["Training"], look["Testing"]
+    assert [round(train[c][0]) for c in ("glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor")] == [
+        71,
+        86,
+        97,
+        74,
+    ]
+    assert [round(100 * train[c][1]) for c in ("glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor")] == [
+        48,
+        51,
+        57,
+        64,
+    ]
+    assert round(test["glioma_tumor"][0]) == 96 and round(100 * test["glioma_tumor"][1]) == 61
+
+
 def test_alias_folder_names_are_known_classes(tmp_path: Path) -> None:
     """The newer Kaggle set spells its folders glioma/, notumor/, meningioma/, pituitary/."""
     rng = np.random.default_rng(2)
@@ -283,3 +306,28 @@ def test_alias_folder_names_are_known_classes(tmp_path: Path) -> None:
     assert report["unknown_classes"] == {"all": ["astrocytoma"]}
     assert report["missing_classes"] == {}
     assert report["counts"]["all"]["no_tumor"] == 1 and report["counts"]["all"]["glioma_tumor"] == 1
+
+
+def _head(brightness: int, radius: int, side: int = 120) -> Image.Image:
+    """A uniform disc (the head) of ``brightness`` on black."""
+    yy, xx = np.mgrid[:side, :side]
+    disc = (yy - side / 2) ** 2 + (xx - side / 2) ** 2 <= radius**2
+    return Image.fromarray((disc * brightness).astype(np.uint8)).convert("RGB")
+
+
+def test_look_reports_head_brightness_and_size_per_class(tmp_path: Path) -> None:
+    """A class that is darker, or whose head is smaller, shows so in the report: the shortcut a model can learn."""
+    planted = {"glioma_tumor": (70, 30), "no_tumor": (150, 50)}
+    for label, (brightness, radius) in planted.items():
+        folder = tmp_path / "Training" / label
+        folder.mkdir(parents=True)
+        for i in range(3):
+            _head(brightness, radius).save(folder / f"{i}.png")
+    report = audit.audit_dataset(tmp_path)
+    look = report["look"]["Training"]
+    for label, (brightness, radius) in planted.items():
+        assert look[label]["images"] == 3
+        assert look[label]["head_intensity"] == pytest.approx(brightness, abs=1)
+        assert look[label]["head_fraction"] == pytest.approx(np.pi * radius**2 / 120**2, rel=0.05)
+    summary = audit.format_summary(report)
+    assert "  Training: glioma_tumor 70 / 20%, no_tumor 150 / 55%" in summary

@@ -14,6 +14,7 @@ from PIL import Image
 
 from tests.helpers.synthetic import MARK_CENTRES, make_dataset
 from tumorcls.data.datamodule import TumorDataModule
+from tumorcls.data.decode import read_image
 from tumorcls.data.transforms import denormalize
 from tumorcls.errors import DatasetError
 
@@ -136,3 +137,25 @@ def test_grouped_protocol_never_separates_duplicates(tmp_path: Path) -> None:
     dm_off = TumorDataModule(root, protocol="official", size=32)
     dm_off.setup()
     assert set(dm_off.split[[i for i, p in enumerate(paths) if "/copy_" in p]]) == {"test"}
+
+
+def test_the_cache_holds_images_prepared_as_configured(synthetic_root: Path) -> None:
+    """crop/intensity run once, at decode time: the cached pixels are exactly what predict would decode."""
+    dm = TumorDataModule(synthetic_root, protocol="official", size=48, num_workers=0, crop="head", intensity="equalize")
+    dm.setup()
+    assert dm.decoded is not None
+    plain = TumorDataModule(synthetic_root, protocol="official", size=48, num_workers=0)
+    plain.setup()
+    assert plain.decoded is not None
+    for i in (0, 17, 40):
+        path = dm.decoded.records[i].path
+        assert np.array_equal(dm.decoded.images[i], read_image(path, dm.decode_options))
+        assert not np.array_equal(dm.decoded.images[i], plain.decoded.images[i])
+
+
+@pytest.mark.parametrize(("key", "value"), [("crop", "brain"), ("intensity", "zscore")])
+def test_unknown_preprocessing_is_one_line(synthetic_root: Path, key: str, value: str) -> None:
+    with pytest.raises(DatasetError) as err:
+        TumorDataModule(synthetic_root, **{key: value})
+    choices = "['none', 'head']" if key == "crop" else "['none', 'stretch', 'equalize']"
+    assert str(err.value) == f"unknown data.{key} {value!r}; choose one of {choices}"

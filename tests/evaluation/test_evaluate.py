@@ -10,9 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.head_images import PREPROCESS, head_files, preprocessed_checkpoint
 from tests.helpers.synthetic import make_dataset
 from tests.helpers.tiny_model import tiny_checkpoint
 from tumorcls.cli.main import main
+from tumorcls.data.decode import DecodeOptions, read_image
+from tumorcls.evaluation.evaluate import evaluate
+from tumorcls.inference.backends import load_predictor
 from tumorcls.labels import CLASS_NAMES
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -115,3 +119,14 @@ def test_kaggle_root_without_split_and_bad_split(ckpt: Path, kaggle_root: Path, 
 def test_missing_model_file_exits_2(kaggle_root: Path, tmp_path: Path, capsys) -> None:
     rc = main(["evaluate", "--model", str(tmp_path / "x.onnx"), "--data", str(kaggle_root), "--split", "Testing"])
     assert rc == 2 and capsys.readouterr().err.strip() == f"error: model file not found: '{tmp_path / 'x.onnx'}'"
+
+
+def test_evaluate_decodes_with_the_models_preprocessing(tmp_path: Path) -> None:
+    predictor = load_predictor(preprocessed_checkpoint(tmp_path / "run", size=64))
+    files = head_files(tmp_path / "heads", n=4)
+    result = evaluate(predictor, files, list(CLASS_NAMES), batch_size=3)
+    options = DecodeOptions(size=64, **PREPROCESS)
+    expected = predictor.predict_proba(np.stack([read_image(p, options) for p in files]))
+    np.testing.assert_allclose(result["probs"], expected, atol=1e-6)
+    raw = predictor.predict_proba(np.stack([read_image(p, DecodeOptions(size=64)) for p in files]))
+    assert np.abs(result["probs"] - raw).max() > 1e-2  # the raw resize would have given other answers

@@ -89,6 +89,7 @@ def test_standard_layers_and_metadata(exported: export_run.ExportResult) -> None
         attrs = {k: f.attrs[k] for k in f.attrs}
     assert {layer["class_name"] for layer in config["config"]["layers"]} <= STANDARD_LAYERS
     assert json.loads(attrs["tumorcls_class_names"]) == list(CLASS_NAMES)
+    assert json.loads(attrs["tumorcls_preprocess"]) == {"crop": "none", "intensity": "none"}
     spec = json.loads(attrs["tumorcls_input_spec"])
     assert spec["shape"] == ["batch", 64, 64, 3] and spec["channel_order"] == "BGR" and spec["value_range"] == [0, 255]
     assert json.loads(attrs["tumorcls_training_run"])["global_step"] == 1

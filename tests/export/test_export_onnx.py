@@ -45,6 +45,7 @@ def test_default_path_checker_opset_and_metadata(run_dir: Path, exported: export
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["class_names"]) == list(CLASS_NAMES)
+    assert json.loads(meta["preprocess"]) == {"crop": "none", "intensity": "none"}
     spec = json.loads(meta["input_spec"])
     assert spec["shape"] == ["batch", 3, 64, 64] and spec["channel_order"] == "RGB" and spec["value_range"] == [0, 255]
     run = json.loads(meta["training_run"])

@@ -40,6 +40,8 @@ def test_checkpoint_backend_describes_its_source(ckpt: Path) -> None:
         "backend": "checkpoint",
         "class_names": list(CLASS_NAMES),
         "input_size": 32,
+        "crop": "none",
+        "intensity": "none",
         "temperature": 1.0,
         "metadata": {"temperature": "1.0", "source_checkpoint": str(ckpt), "epoch": "1", "global_step": "1"},
     }

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.serve_inputs import encoded, predict_path_probabilities, scan_like
+from tumorcls.data.decode import DecodeOptions
 from tumorcls.inference.backends import BatchOutput, softmax
 from tumorcls.labels import CLASS_NAMES
 from tumorcls.serve.config import ServeConfig
@@ -42,6 +43,9 @@ class GatedPredictor:
         if self.fail:
             raise RuntimeError("model exploded")
         return BatchOutput(self.expected(views[0]))
+
+    def decode_options(self) -> DecodeOptions:
+        return DecodeOptions(size=self.input_size)
 
     @staticmethod
     def expected(images: np.ndarray) -> np.ndarray:

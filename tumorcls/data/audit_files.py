@@ -1,5 +1,6 @@
 """The audit's inputs: every file under a dataset's class folders (found by ``tumorcls.data.files``), and what
-each one is once read: its bytes hashed, then decoded by the one decoder, as training would."""
+each one is once read: its bytes hashed, then decoded by the one decoder, as training would, and its look
+(head brightness and size) measured."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from tumorcls.data.decode import ImageDecodeError, load_image, read_file_bytes
 from tumorcls.data.files import split_folders, walk_dataset
 from tumorcls.data.hashing import phash, sha256_bytes
+from tumorcls.data.preprocess import head_look
 from tumorcls.errors import DatasetError
 
 
@@ -33,6 +35,8 @@ class FileResult:
     fmt: str | None = None
     sha256: str | None = None
     phash: int | None = None
+    head_intensity: float | None = None  # mean grey level of the head (preprocess.head_look)
+    head_fraction: float | None = None  # share of the image the head covers
 
 
 @dataclass
@@ -84,7 +88,8 @@ def inspect_file(entry: FileEntry) -> FileResult:
         image = load_image(data, name=entry.path.name)
     except ImageDecodeError as exc:
         return FileResult(entry, "unreadable", str(exc), sha256=digest)
-    return FileResult(entry, "ok", "", image.size, image.mode, image.format, digest, int(phash(image.rgb)))
+    look = head_look(image.rgb)
+    return FileResult(entry, "ok", "", image.size, image.mode, image.format, digest, int(phash(image.rgb)), *look)
 
 
 def inspect_all(entries: list[FileEntry], threads: int | None = None) -> list[FileResult]:

@@ -97,6 +97,28 @@ def group_stats(images: list[FileResult], max_distance: int | None) -> dict[str,
     return stats
 
 
+def look_stats(images: list[FileResult]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per split and class: the mean head brightness (0-255) and the mean share of the image the head covers.
+    Classes that differ here can be told apart by look alone, a shortcut that need not hold on other scanners."""
+    looks: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for r in images:
+        if r.head_intensity is not None and r.head_fraction is not None:
+            looks.setdefault(r.entry.split, {}).setdefault(r.entry.label, []).append(
+                (r.head_intensity, r.head_fraction)
+            )
+    return {
+        split: {
+            label: {
+                "images": len(values),
+                "head_intensity": round(float(np.mean([v[0] for v in values])), 1),
+                "head_fraction": round(float(np.mean([v[1] for v in values])), 3),
+            }
+            for label, values in sorted(by_label.items())
+        }
+        for split, by_label in looks.items()
+    }
+
+
 def _class_checks(layout: Layout) -> dict[str, Any]:
     """Class folders are matched through the aliases ``evaluate`` accepts (glioma, notumor, ...)."""
     unknown = {s: [n for n in names if canonical_class(n) is None] for s, names in layout.class_folders.items()}
@@ -135,6 +157,7 @@ def build_report(layout: Layout, results: list[FileResult], distance: int, top: 
         "non_image": [r.entry.rel for r in results if r.status == "non_image"],
         "outside_class_folders": layout.outside_class_folders,
         "ignored": layout.ignored,
+        "look": look_stats(images),
         "exact_duplicates": group_stats(images, None),
         "near_duplicates": group_stats(images, distance),
     }
@@ -180,6 +203,16 @@ def _groups_lines(title: str, stats: dict[str, Any], show: int) -> list[str]:
     return lines + _listing("  conflicting-label groups", conflicts, show)
 
 
+def _look_lines(report: dict[str, Any]) -> list[str]:
+    lines = ["look (mean head brightness 0-255 / share of the image the head covers):"]
+    for split, by_label in report["look"].items():
+        detail = ", ".join(
+            f"{label} {v['head_intensity']:.0f} / {v['head_fraction']:.0%}" for label, v in by_label.items()
+        )
+        lines.append(f"  {split}: {detail}")
+    return lines if len(lines) > 1 else []
+
+
 def format_summary(report: dict[str, Any], show: int = 10) -> str:
     """The report as readable text."""
     files, sizes = report["files"], report["sizes"]
@@ -198,6 +231,7 @@ def format_summary(report: dict[str, Any], show: int = 10) -> str:
         small, large = sizes["smallest"], sizes["largest"]
         lines.append(f"  smallest {small['size']} (e.g. {small['example']}), largest {large['size']}")
     lines.append("modes: " + ", ".join(f"{m} {n}" for m, n in report["modes"].items()))
+    lines += _look_lines(report)
     lines += _listing("unreadable", [f"{u['path']}: {u['reason']}" for u in report["unreadable"]], show)
     lines += _listing("zero-byte", report["zero_byte"], show)
     lines += _listing("non-image", report["non_image"], show)

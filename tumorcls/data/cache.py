@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tumorcls.data.decode import DecodeOptions, ImageDecodeError, load_image, read_file_bytes, resize_rgb
+from tumorcls.data.decode import DecodeOptions, ImageDecodeError, load_image, prepare_rgb, read_file_bytes
 from tumorcls.data.hashing import phash, sha256_bytes
 from tumorcls.data.scan import ImageRecord
 from tumorcls.errors import DatasetError
@@ -38,7 +38,7 @@ def _decode_one(record: ImageRecord, options: DecodeOptions) -> tuple[np.ndarray
         image = load_image(data, options, record.path.name)
     except ImageDecodeError as exc:
         return str(exc)
-    return resize_rgb(image.rgb, options.size, options.interpolation), sha256_bytes(data), phash(image.rgb)
+    return prepare_rgb(image.rgb, options), sha256_bytes(data), phash(image.rgb)
 
 
 def decode_records(records: list[ImageRecord], options: DecodeOptions = DecodeOptions()) -> DecodedImages:

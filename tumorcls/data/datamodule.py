@@ -19,6 +19,7 @@ from tumorcls.data.batch_augment import AUGMENT_ON, BatchAugment
 from tumorcls.data.cache import DecodedImages, decode_records
 from tumorcls.data.decode import DEFAULT_MAX_PIXELS, DecodeOptions
 from tumorcls.data.hashing import duplicate_groups
+from tumorcls.data.preprocess import check_preprocess
 from tumorcls.data.scan import SOURCE_SPLITS, scan_dataset
 from tumorcls.data.splits import PROTOCOLS, SPLITS, make_splits, write_manifest
 from tumorcls.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
@@ -72,6 +73,17 @@ class ArrayDataset(Dataset):
         return self.transform(image=self.images[i])["image"], int(self.labels[i])
 
 
+def _decode_options(
+    size: int, interpolation: str, min_side: int, max_pixels: int, crop: str, intensity: str
+) -> DecodeOptions:
+    """How files become training pixels; an unknown crop or intensity is a one-line DatasetError."""
+    try:
+        check_preprocess(crop, intensity, prefix="data.")
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
+    return DecodeOptions(size, interpolation, min_side, max_pixels, crop, intensity)
+
+
 class TumorDataModule(L.LightningDataModule):
     """Brain MRI slices in the Kaggle layout ``root/{Training,Testing}/<class>/*``.
 
@@ -103,6 +115,8 @@ class TumorDataModule(L.LightningDataModule):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         manifest_path: str | os.PathLike | None = None,
         augment_on: str = "cpu",
+        crop: str = "none",
+        intensity: str = "none",
     ) -> None:
         super().__init__()
         if protocol not in PROTOCOLS:
@@ -126,7 +140,7 @@ class TumorDataModule(L.LightningDataModule):
             raise DatasetError("k-fold cross-validation (data.num_folds) needs data.protocol=grouped")
         self.num_folds, self.fold = num_folds, fold
         self.mean, self.std = tuple(mean), tuple(std)
-        self.decode_options = DecodeOptions(size, interpolation, min_image_side, max_pixels)
+        self.decode_options = _decode_options(size, interpolation, min_image_side, max_pixels, crop, intensity)
         self.manifest_path = Path(manifest_path) if manifest_path else None
         self.train_transform = build_transforms(size, train_augmentations, self.mean, self.std)
         self.eval_transform = build_transforms(size, (), self.mean, self.std)

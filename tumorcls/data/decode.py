@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tumorcls.data import dicom
+from tumorcls.data import dicom, preprocess
 from tumorcls.data.formats import (
     PIL_FORMATS,
     ImageDecodeError,
@@ -38,6 +38,7 @@ __all__ = [
     "load_image",
     "read_file_bytes",
     "read_image",
+    "prepare_rgb",
     "resize_rgb",
 ]
 
@@ -63,6 +64,11 @@ class DecodeOptions:
     interpolation: str = "linear"
     min_side: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
+    crop: str = "none"  # tumorcls.data.preprocess.CROPS
+    intensity: str = "none"  # tumorcls.data.preprocess.INTENSITIES
+
+    def __post_init__(self) -> None:
+        preprocess.check_preprocess(self.crop, self.intensity)
 
 
 @dataclass(frozen=True)
@@ -174,9 +180,18 @@ def resize_rgb(rgb: np.ndarray, size: int, interpolation: str = "linear") -> np.
     return cv2.resize(rgb, (size, size), interpolation=_INTERPOLATIONS[interpolation])
 
 
+def prepare_rgb(rgb: np.ndarray, options: DecodeOptions) -> np.ndarray:
+    """A full-size upright image -> model input: the head crop (if any), the resize, then the intensity
+    normalisation (if any), so every command turns a file into the same pixels."""
+    if options.crop == "head":
+        rgb = preprocess.crop_to_head(rgb)
+    resized = resize_rgb(rgb, options.size, options.interpolation)
+    return preprocess.normalise_intensity(resized, options.intensity)
+
+
 def decode_image(data: bytes, options: DecodeOptions = DecodeOptions(), name: str | Path = "") -> np.ndarray:
-    """Bytes -> (size, size, 3) uint8 RGB."""
-    return resize_rgb(load_image(data, options, name).rgb, options.size, options.interpolation)
+    """Bytes -> (size, size, 3) uint8 RGB, prepared as ``options`` say."""
+    return prepare_rgb(load_image(data, options, name).rgb, options)
 
 
 def read_file_bytes(path: Path) -> bytes:

@@ -66,7 +66,7 @@ def evaluate(
         raise DatasetError(f"the model has no output for class(es) {missing}; its classes: {predictor.class_names}")
     label_of = dict(zip(files, labels))
     probs, raw, truth, kept, failures = [], [], [], [], []
-    for batch in iter_batches(files, predictor.input_size, batch_size):
+    for batch in iter_batches(files, predictor.decode_options(), batch_size):
         for path, reason in batch.errors:
             print(f"warning: {path}: {reason} (skipped)", file=sys.stderr)
             failures.append((path, reason))

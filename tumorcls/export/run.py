@@ -2,7 +2,9 @@
 file only if it reproduces the PyTorch model's probabilities on real (or, failing that, synthetic) pixels.
 
 Both sides of that comparison are the inference backends users run: the checkpoint backend gives the
-reference, and the written (temporary) file is loaded by the ONNX or Keras backend, contract checks included."""
+reference, and the written (temporary) file is loaded by the ONNX or Keras backend, contract checks included.
+Parity and int8 calibration images are decoded as the model's users decode them, with its crop and intensity
+normalisation; the loaded file must declare the same preprocessing as the checkpoint."""
 
 from __future__ import annotations
 
@@ -140,12 +142,18 @@ def _manifest_files(
     return picked
 
 
+def decode_options(spec: ExportSpec) -> DecodeOptions:
+    """How files become the exported model's input: its size, crop and intensity normalisation (what
+    ``tumorcls predict`` applies to the written file, read back from its metadata)."""
+    return DecodeOptions(size=spec.input_size, crop=spec.crop, intensity=spec.intensity)
+
+
 def parity_images(
     spec: ExportSpec, images: ImageArg = None, data_root: RootArg = None, n: int = 32, seed: int = 0
 ) -> ParityImages:
     """Given images, else the run's splits.csv (test split first), else synthetic pixels."""
     size = spec.input_size
-    options = DecodeOptions(size=size)
+    options = decode_options(spec)
     if isinstance(images, str | Path):
         images = [images]
     if images:
@@ -176,7 +184,7 @@ def calibration_images(
 ) -> ParityImages:
     """Training images for int8 calibration: the given files or folders (spread evenly over them), else
     the train split of the run's splits.csv. Never synthetic pixels: they would calibrate the wrong ranges."""
-    options = DecodeOptions(size=spec.input_size)
+    options = decode_options(spec)
     if isinstance(images, str | Path):
         images = [images]
     if images:
@@ -236,20 +244,39 @@ def _require(details: dict[str, float], atol: float, what: str) -> float:
     return worst
 
 
-def _load_export(backend: type[Predictor], path: Path, what: str, **options: Any) -> Predictor:
-    """The written file through the backend users run it with; a refusal there is the export's failure."""
+def _inputs(options: DecodeOptions) -> str:
+    return f"size {options.size}, crop={options.crop}, intensity={options.intensity}"
+
+
+def _load_export(
+    backend: type[Predictor], path: Path, what: str, expected: DecodeOptions | None = None, **options: Any
+) -> Predictor:
+    """The written file through the backend users run it with; a refusal there is the export's failure, and so
+    is a file whose users would decode images otherwise than ``expected`` (the checkpoint's size and
+    preprocessing), since parity on prepared pixels cannot see that."""
     try:
-        return backend(path, **options)
+        predictor = backend(path, **options)
     except ModelFileError as exc:
         raise ExportError(f"{what} is refused by its inference backend: {exc}") from None
+    declared = predictor.decode_options()
+    if expected is not None and declared != expected:
+        raise ExportError(f"{what} declares inputs ({_inputs(declared)}) unlike the model's ({_inputs(expected)})")
+    return predictor
 
 
-def onnx_check(reference: np.ndarray, pixels: np.ndarray, atol: float, found: dict[str, float]) -> Callable:
-    """A check for ``export_onnx``: batch N and batch 1 through the ONNX backend must match PyTorch."""
+def onnx_check(
+    reference: np.ndarray,
+    pixels: np.ndarray,
+    atol: float,
+    found: dict[str, float],
+    expected: DecodeOptions | None = None,
+) -> Callable:
+    """A check for ``export_onnx``: batch N and batch 1 through the ONNX backend must match PyTorch (and the
+    file declare the ``expected`` decode options)."""
 
     def check(path: Path) -> None:
         # onnx.checker already passed on these bytes in export_onnx.onnx_bytes
-        predictor = _load_export(OnnxPredictor, path, "the ONNX file")
+        predictor = _load_export(OnnxPredictor, path, "the ONNX file", expected)
         found["batch_n"] = _max_diff(predictor.predict_proba(pixels), reference)
         found["batch_1"] = _max_diff(predictor.predict_proba(pixels[:1]), reference[:1])
         _require(found, atol, "the ONNX file")
@@ -258,13 +285,17 @@ def onnx_check(reference: np.ndarray, pixels: np.ndarray, atol: float, found: di
 
 
 def onnx_int8_check(
-    reference: np.ndarray, pixels: np.ndarray, min_agreement: float, found: dict[str, float]
+    reference: np.ndarray,
+    pixels: np.ndarray,
+    min_agreement: float,
+    found: dict[str, float],
+    expected: DecodeOptions | None = None,
 ) -> Callable:
     """A check for the int8 ONNX file: not exact, so its top-1 class must agree with PyTorch's on at least
     ``min_agreement`` of the parity images; the largest probability difference is reported."""
 
     def check(path: Path) -> None:
-        probabilities = _load_export(OnnxPredictor, path, "the int8 ONNX file").predict_proba(pixels)
+        probabilities = _load_export(OnnxPredictor, path, "the int8 ONNX file", expected).predict_proba(pixels)
         found["batch_n"] = _max_diff(probabilities, reference)
         agreement = float((probabilities.argmax(1) == reference.argmax(1)).mean())
         found["top1_agreement"] = agreement
@@ -277,14 +308,20 @@ def onnx_int8_check(
     return check
 
 
-def keras_check(reference: np.ndarray, pixels: np.ndarray, atol: float, found: dict[str, float]) -> Callable:
+def keras_check(
+    reference: np.ndarray,
+    pixels: np.ndarray,
+    atol: float,
+    found: dict[str, float],
+    expected: DecodeOptions | None = None,
+) -> Callable:
     """A check for ``export_keras``: the file, loaded by the Keras backend with Keras 3 and with tf_keras,
-    must match PyTorch."""
+    must match PyTorch (and declare the ``expected`` decode options)."""
     from tumorcls.inference.backends.keras_h5 import KerasPredictor
 
     def check(path: Path) -> None:
         for api in ("tf_keras", "keras3"):
-            predictor = _load_export(KerasPredictor, path, f"the .h5 (with {api})", api=api)
+            predictor = _load_export(KerasPredictor, path, f"the .h5 (with {api})", expected, api=api)
             found[api] = _max_diff(predictor.predict_proba(pixels), reference)
         _require(found, atol, "the Keras .h5")
 
@@ -343,20 +380,19 @@ def _write_one(
 ) -> ExportResult:
     """Write one format (checked before it gets its final name) and describe it."""
     found: dict[str, float] = {}
-    pixels, reference = plan.parity.pixels, plan.reference
+    pixels, reference, expected = plan.parity.pixels, plan.reference, decode_options(plan.spec)
     if fmt == "onnx":
-        check = onnx_check(reference, pixels, limits["atol"], found)
+        check = onnx_check(reference, pixels, limits["atol"], found, expected)
         written = export_onnx(plan.model, path, plan.spec, opset, overwrite, check)
     elif fmt == "onnx_int8":
         log.info("int8 calibration on %s", plan.calibration.source)
-        check = onnx_int8_check(reference, pixels, limits["int8_min_agreement"], found)
+        check = onnx_int8_check(reference, pixels, limits["int8_min_agreement"], found, expected)
         written = export_onnx(plan.model, path, plan.spec, opset, overwrite, check, plan.calibration.pixels)
     else:
         from tumorcls.export.to_keras import export_keras
 
-        written = export_keras(
-            plan.model, path, plan.spec, overwrite, keras_check(reference, pixels, limits["atol"], found)
-        )
+        check = keras_check(reference, pixels, limits["atol"], found, expected)
+        written = export_keras(plan.model, path, plan.spec, overwrite, check)
     worst = max(v for k, v in found.items() if k != "top1_agreement")
     result = ExportResult(fmt, str(written), written.stat().st_size, worst, len(pixels), plan.parity.source, found)
     log.info(
@@ -397,5 +433,7 @@ def export_checkpoint(
         calibration={"images": calibration, "data_root": data_root, "n": n_calibrate},
     )
     log.info("parity check on %s; tolerance %g", plan.parity.source, atol)
+    if plan.spec.has_preprocessing:
+        log.info("inputs are %s", plan.spec.input_pixels())
     limits = {"atol": atol, "int8_min_agreement": int8_min_agreement}
     return [_write_one(plan, f, path, opset, overwrite, limits) for f, path in plan.targets.items()]

@@ -1,6 +1,11 @@
 """The model description an exported file carries (labels, input, preprocessing, temperature, provenance):
 written here into ONNX metadata_props / HDF5 attributes, and read back here by the inference backends.
 
+The preprocessing a file goes through before the model (``crop``, ``intensity``: tumorcls.data.preprocess) is
+not in the graph: it is declared under the key ``preprocess`` (a JSON object, ``{"crop": "head", "intensity":
+"equalize"}``) and applied by whoever decodes the files (predict, evaluate, serve); a file without the key was
+trained without any. A value or step this version does not know is refused, never ignored.
+
 It imports only the standard library at module level, so ``tumorcls.inference`` can read metadata without
 pulling in the exporters; building a spec from a checkpoint imports the model code when called.
 """
@@ -27,6 +32,8 @@ FORMATS = ("onnx", "keras", "onnx_int8")
 ALL_FORMATS = ("onnx", "keras")  # format=all: the exact (float) exports; int8 is asked for by name
 SUFFIXES = {"onnx": ".onnx", "keras": ".h5", "onnx_int8": ".onnx"}
 H5_ATTR_PREFIX = "tumorcls_"  # an .h5 export's metadata are the file attributes named tumorcls_<key>
+PREPROCESS_KEY = "preprocess"  # {"crop": ..., "intensity": ...}, applied before the model's input
+PREPROCESS_STEPS = ("crop", "intensity")
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class ExportSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     temperature: float = 1.0
+    crop: str = "none"  # tumorcls.data.preprocess.CROPS, applied before the model (not in the file's graph)
+    intensity: str = "none"  # tumorcls.data.preprocess.INTENSITIES
     source: str = ""
     source_sha256: str = ""
     run_dir: str = ""
@@ -57,6 +66,7 @@ class ExportSpec:
             "mean": json.dumps(list(self.mean)),
             "std": json.dumps(list(self.std)),
             "temperature": repr(float(self.temperature)),
+            PREPROCESS_KEY: json.dumps({"crop": self.crop, "intensity": self.intensity}),
             "backbone": self.backbone,
             "source_checkpoint": self.source,
             "training_run": json.dumps(run),
@@ -67,6 +77,22 @@ class ExportSpec:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def has_preprocessing(self) -> bool:
+        """Whether the input is more than the resized image (a crop or an intensity normalisation first)."""
+        return (self.crop, self.intensity) != ("none", "none")
+
+    def input_pixels(self) -> str:
+        """What the input pixels must be, in words (the ``pixels`` entry of the file's input spec)."""
+        steps = ["cropped to the square around the head"] if self.crop == "head" else []
+        steps.append(f"resized to {self.input_size}x{self.input_size} (cv2 bilinear)")
+        steps += {
+            "stretch": ["its head's 1st..99th intensity percentiles stretched to 0..255"],
+            "equalize": ["histogram-equalised over the head"],
+        }.get(self.intensity, [])
+        where = f"tumorcls.data.decode.prepare_rgb; metadata '{PREPROCESS_KEY}'"
+        return f"the image {', then '.join(steps)} ({where})"
+
 
 @dataclass(frozen=True)
 class DeclaredContract:
@@ -75,6 +101,8 @@ class DeclaredContract:
     class_names: list[str] | None = None
     input_size: int | None = None
     temperature: float | None = None
+    crop: str = "none"  # a file without ``preprocess`` metadata was trained without any
+    intensity: str = "none"
 
 
 def _declared_input_size(raw: str | None) -> int | None:
@@ -86,6 +114,32 @@ def _declared_input_size(raw: str | None) -> int | None:
     except (ValueError, KeyError, IndexError, TypeError):
         return None
     return size if isinstance(size, int) and size > 0 else None
+
+
+def _declared_preprocess(raw: str | None, where: str) -> tuple[str, str]:
+    """(crop, intensity) from the ``preprocess`` metadata; ValueError in one line for anything else than a JSON
+    object of known steps with known values (a newer tumorcls's step must not be silently skipped)."""
+    from tumorcls.data.preprocess import check_preprocess
+
+    if raw is None:
+        return "none", "none"
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        shown = raw if len(raw) <= 80 else raw[:77] + "..."
+        raise ValueError(f"{where} has {PREPROCESS_KEY} metadata that is not a JSON object: {shown!r}")
+    cannot = f"{where} asks for preprocessing this version cannot apply"
+    unknown = sorted(set(parsed) - set(PREPROCESS_STEPS))
+    if unknown:
+        raise ValueError(f"{cannot}: unknown step(s) {unknown}; known {list(PREPROCESS_STEPS)}")
+    crop, intensity = parsed.get("crop", "none"), parsed.get("intensity", "none")
+    try:
+        check_preprocess(crop, intensity)
+    except ValueError as exc:
+        raise ValueError(f"{cannot}: {exc}") from None
+    return crop, intensity
 
 
 def read_metadata(meta: Mapping[str, str], where: str = "the model file") -> DeclaredContract:
@@ -104,7 +158,8 @@ def read_metadata(meta: Mapping[str, str], where: str = "the model file") -> Dec
             temperature = float(meta["temperature"])
         except ValueError:
             raise ValueError(f"{where} has a temperature that is not a number: {meta['temperature']!r}") from None
-    return DeclaredContract(class_names, _declared_input_size(meta.get("input_spec")), temperature)
+    crop, intensity = _declared_preprocess(meta.get(PREPROCESS_KEY), where)
+    return DeclaredContract(class_names, _declared_input_size(meta.get("input_spec")), temperature, crop, intensity)
 
 
 def h5_attributes(metadata: Mapping[str, str]) -> dict[str, str]:
@@ -128,6 +183,17 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_spec_preprocess(crop: str, intensity: str, source: str | Path | None) -> None:
+    """ExportError in one line when the checkpoint asks for preprocessing this version does not know."""
+    from tumorcls.data.preprocess import check_preprocess
+
+    try:
+        check_preprocess(crop, intensity)
+    except ValueError as exc:
+        where = f"checkpoint '{source}'" if source is not None else "the model"
+        raise ExportError(f"{where} asks for preprocessing this version cannot apply: {exc}") from None
+
+
 def spec_for(
     model: TumorClassifier, source: str | Path | None = None, info: CheckpointInfo | None = None
 ) -> ExportSpec:
@@ -145,7 +211,10 @@ def spec_for(
         "mean": tuple(float(m) for m in hp.mean),
         "std": tuple(float(s) for s in hp.std),
         "temperature": float(info.temperature),
+        "crop": str(hp.get("crop", "none")),  # "none" in checkpoints older than the setting
+        "intensity": str(hp.get("intensity", "none")),
     }
+    _check_spec_preprocess(spec["crop"], spec["intensity"], source)
     if source is not None:
         path = Path(source).expanduser().resolve()
         run_dir = RunLayout.of_checkpoint(path).root

@@ -2,8 +2,12 @@
 and save an .h5 that ``tf.keras.models.load_model`` (Keras 3) and ``tf_keras`` (Keras 2) both load.
 
 The model is a drop-in for the tutorial's ``modelv1.h5``: input N x H x W x 3 float, BGR (as cv2 reads
-it), values 0..255; output softmax probabilities in the tutorial's label order. Only this module imports
-TensorFlow (``pip install -e ".[keras]"``); training code never imports it.
+it), values 0..255; output softmax probabilities in the tutorial's label order. That holds for a model trained
+without preprocessing (``crop=none``, ``intensity=none``); one trained with a head crop or an intensity
+normalisation is still exported, with the preprocessing in its attributes (``tumorcls_preprocess``) and a
+warning: it expects images prepared that way, which the tutorial's app does not do, while `tumorcls predict`,
+`evaluate` and `serve` do. Only this module imports TensorFlow (``pip install -e ".[keras]"``); training code
+never imports it.
 
 The model is built with tf_keras (its legacy HDF5 writer gives configs both Keras versions read) and
 one Keras-2-only key is then dropped: ``groups`` of DepthwiseConv2D, which Keras 3 refuses.
@@ -12,6 +16,7 @@ one Keras-2-only key is then dropped: ``groups`` of DepthwiseConv2D, which Keras
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -24,10 +29,12 @@ from torch import nn
 
 from tumorcls.atomic_io import atomic_write
 from tumorcls.errors import ExportError
-from tumorcls.export.spec import ExportSpec, ensure_writable, h5_attributes
+from tumorcls.export.spec import H5_ATTR_PREFIX, ExportSpec, ensure_writable, h5_attributes
 from tumorcls.inference.backends.keras_h5 import keras_module
 from tumorcls.inference.backends.keras_h5 import load_keras_model as load_keras_model  # noqa: F401 - bench loads here
 from tumorcls.models.lit_module import TumorClassifier
+
+log = logging.getLogger(__name__)
 
 INPUT_NAME = "image_bgr"
 _BLOCKS = ("DepthwiseSeparableConv", "InvertedResidual", "EdgeResidual", "ConvBnAct")
@@ -226,6 +233,7 @@ def io_specs(spec: ExportSpec) -> tuple[dict, dict]:
         "channel_order": "BGR",
         "value_range": [0, 255],
         "preprocessing": "in model: BGR->RGB, x/255, (x-mean)/std",
+        "pixels": spec.input_pixels(),  # before the model: the crop and intensity of attribute 'preprocess'
     }
     out = {"name": "predictions", "shape": ["batch", len(spec.class_names)], "meaning": "softmax probabilities"}
     return inp, out
@@ -254,6 +262,15 @@ def export_keras(
 ) -> Path:
     """Write the .h5 atomically; ``check(tmp_path)`` runs before the rename and may refuse it."""
     path = ensure_writable(path, overwrite)
+    if spec.has_preprocessing:
+        log.warning(
+            "%s expects images already prepared as its %spreprocess attribute says (crop=%s, intensity=%s), not "
+            "the raw image the tutorial's app feeds it; tumorcls predict, evaluate and serve prepare them",
+            path.name,
+            H5_ATTR_PREFIX,
+            spec.crop,
+            spec.intensity,
+        )
     keras_model = build_keras_model(model, spec)
     metadata = spec.metadata(*io_specs(spec))
 

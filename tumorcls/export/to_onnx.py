@@ -1,5 +1,7 @@
 """ONNX export: one graph from RGB pixels (0..255, N x 3 x H x W float32) to softmax probabilities,
-preprocessing included, with a dynamic batch axis and the model's description in metadata_props."""
+scaling and normalisation included, with a dynamic batch axis and the model's description in metadata_props
+(among it ``preprocess``: the crop and intensity normalisation the pixels need before the graph, which
+`tumorcls predict`, `evaluate` and `serve` apply)."""
 
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ def io_specs(spec: ExportSpec) -> tuple[dict, dict]:
         "channel_order": "RGB",
         "value_range": [0, 255],
         "preprocessing": "in graph: x/255, (x-mean)/std",
+        "pixels": spec.input_pixels(),  # before the graph: the crop and intensity of metadata 'preprocess'
     }
     out = {"name": OUTPUT_NAME, "shape": ["batch", len(spec.class_names)], "meaning": "softmax probabilities"}
     return inp, out

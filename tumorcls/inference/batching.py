@@ -1,5 +1,6 @@
-"""Stream image files through a predictor in batches: decode the next batch while this one runs,
-keep going past unreadable files, optionally average over horizontal flips (TTA)."""
+"""Stream image files through a predictor in batches: decode the next batch while this one runs (with the
+model's own decode options, so its crop and intensity normalisation are applied), keep going past unreadable
+files, optionally average over horizontal flips (TTA)."""
 
 from __future__ import annotations
 
@@ -36,11 +37,14 @@ def _decode(paths: Sequence[Path], options: DecodeOptions) -> DecodedBatch:
     return DecodedBatch(good, stack, errors)
 
 
-def iter_batches(paths: Sequence[Path], size: int, batch_size: int = 32) -> Iterator[DecodedBatch]:
-    """Decoded batches in order; the next batch is decoded in a thread while the caller handles this one."""
+def iter_batches(paths: Sequence[Path], options: DecodeOptions, batch_size: int = 32) -> Iterator[DecodedBatch]:
+    """Decoded batches in order, each file prepared as ``options`` say (the model's own, from
+    ``Predictor.decode_options()``: size, crop, intensity); the next batch is decoded in a thread while the
+    caller handles this one."""
+    if not isinstance(options, DecodeOptions):  # a bare size would silently drop the model's preprocessing
+        raise TypeError(f"iter_batches takes the model's DecodeOptions, got {type(options).__name__}")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    options = DecodeOptions(size=size)
     chunks = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
     if not chunks:
         return

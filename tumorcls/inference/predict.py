@@ -83,7 +83,7 @@ def run_predictions(
     # rich, as training's progress bar; while it draws, writes to stderr (the error lines) print above it
     with Progress(console=Console(stderr=True), disable=not progress) as bar:
         task = bar.add_task("predicting", total=len(files))
-        for batch in iter_batches(files, predictor.input_size, batch_size):
+        for batch in iter_batches(files, predictor.decode_options(), batch_size):
             for path, reason in batch.errors:
                 result.errors.append((path, reason))
                 if on_error is not None:

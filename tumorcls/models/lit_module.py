@@ -76,6 +76,8 @@ class TumorClassifier(L.LightningModule):
         input_size: int = 150,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
+        crop: str = "none",
+        intensity: str = "none",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)

@@ -28,11 +28,14 @@ class ArchitectureSettings:
 
 @dataclass(frozen=True)
 class InputContract:
-    """What the network expects: square RGB images of ``input_size`` pixels, normalised with mean / std."""
+    """What the network expects: square RGB images of ``input_size`` pixels, normalised with mean / std, after
+    the preprocessing of ``tumorcls.data.preprocess`` (``crop``, ``intensity``; "none" in older checkpoints)."""
 
     input_size: int = 150
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    crop: str = "none"
+    intensity: str = "none"
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,13 @@ class ModelSettings:
                 tuple(str(c) for c in flat["class_names"]),
                 float(flat["drop_rate"]),
             ),
-            inputs=InputContract(int(flat["input_size"]), _floats(flat["mean"]), _floats(flat["std"])),
+            inputs=InputContract(
+                int(flat["input_size"]),
+                _floats(flat["mean"]),
+                _floats(flat["std"]),
+                str(flat.get("crop", "none")),
+                str(flat.get("intensity", "none")),
+            ),
             optimizer=OptimizerSettings(flat["optimizer"], flat["lr"], flat["weight_decay"], flat["backbone_lr_mult"]),
             scheduler=SchedulerSettings(
                 flat["scheduler"],

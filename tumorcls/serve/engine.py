@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tumorcls.data import DecodeOptions, ImageDecodeError, decode_image
+from tumorcls.data import ImageDecodeError, decode_image
 from tumorcls.errors import TumorclsError, first_line
 from tumorcls.inference import Predictor, predict_batch
 
@@ -28,7 +28,7 @@ class FileResult:
     name: str
     probabilities: np.ndarray | None = None
     error: str | None = None
-    image: np.ndarray | None = None  # the decoded input the model saw, uint8 RGB
+    image: np.ndarray | None = None  # the input the model saw (cropped and normalised as it asks), uint8 RGB
 
     def as_dict(self, class_names: Sequence[str]) -> dict[str, Any]:
         if self.probabilities is None:
@@ -56,7 +56,7 @@ class InferenceEngine:
         self.predictor = predictor
         self.tta = tta
         self.max_batch = max_batch
-        self.options = DecodeOptions(size=predictor.input_size)  # as `tumorcls predict` decodes
+        self.options = predictor.decode_options()  # as `tumorcls predict` decodes: size, crop, intensity
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="tumorcls-model", daemon=True)
         self._worker.start()

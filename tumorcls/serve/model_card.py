@@ -1,5 +1,6 @@
 """Which model answers: the description /api/model returns, every /api/predict answer carries and the page shows
-(file, backend, classes, input, temperature, and the training run and date from the model's own metadata)."""
+(file, backend, classes, input and its preprocessing, temperature, and the training run and date from the model's
+own metadata)."""
 
 from __future__ import annotations
 
@@ -55,5 +56,12 @@ def model_markdown(card: dict[str, Any]) -> str:
     tta = ", flip TTA" if card.get("tta") else ""
     return (
         f"**Model** `{card['model']}` · backend **{card['backend']}**{tta} · training: "
-        f"{training_summary(card['metadata'])} · temperature {temp}"
+        f"{training_summary(card['metadata'])} · temperature {temp}{preprocess_summary(card)}"
     )
+
+
+def preprocess_summary(card: dict[str, Any]) -> str:
+    """' · inputs: crop head, intensity equalize' for a model trained with preprocessing (which the server
+    applies to every upload), else nothing."""
+    steps = [f"{key} {card[key]}" for key in ("crop", "intensity") if card.get(key, "none") != "none"]
+    return f" · inputs: {', '.join(steps)}" if steps else ""

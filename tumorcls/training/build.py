@@ -30,7 +30,8 @@ def build_datamodule(data_cfg: DictConfig, layout: RunLayout) -> TumorDataModule
 
 
 def build_model(model_cfg: DictConfig, datamodule: TumorDataModule) -> TumorClassifier:
-    """The classifier for the data module's input size and normalisation; hub weights fail fast offline."""
+    """The classifier for the data module's input size, preprocessing and normalisation (its checkpoints record
+    them); hub weights fail fast offline."""
     if model_cfg.get("pretrained") and not model_cfg.get("weights"):
         cache_only_when_hub_unreachable()
     return instantiate_node(
@@ -39,6 +40,8 @@ def build_model(model_cfg: DictConfig, datamodule: TumorDataModule) -> TumorClas
         input_size=datamodule.size,
         mean=list(datamodule.mean),
         std=list(datamodule.std),
+        crop=datamodule.decode_options.crop,
+        intensity=datamodule.decode_options.intensity,
         _convert_="all",
     )
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tumorcls.data.batch_augment import AUGMENT_ON, unsupported_augmentations
+from tumorcls.data.preprocess import CROPS, INTENSITIES
 from tumorcls.data.splits import PROTOCOLS
 from tumorcls.errors import TumorclsError, first_line
 from tumorcls.labels import NUM_CLASSES
@@ -88,6 +89,8 @@ RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "data.num_workers": either(one_of("auto"), integer(0)),
     "data.pin_memory": optional(BOOL),
     "data.augment_on": one_of(*AUGMENT_ON),
+    "data.crop": one_of(*CROPS),
+    "data.intensity": one_of(*INTENSITIES),
     "data.split_seed": integer(0),
     "data.test_fraction": FRACTION,
     "data.val_fraction": FRACTION,

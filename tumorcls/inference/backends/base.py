@@ -2,8 +2,10 @@
 
 A backend subclasses :class:`Predictor`, fills in its description (class names, input size, temperature,
 metadata) and implements ``_probabilities``; how views of an image (test-time augmentation) are combined is
-a method here too, so callers never ask which runtime they hold. The checks a model file must pass on load
-(:func:`checked_input_size`, :func:`check_outputs`) are shared by the runtimes that read foreign files.
+a method here too, so callers never ask which runtime they hold. So is how a file becomes the model's input
+(:meth:`Predictor.decode_options`: its size and the preprocessing it was trained with, ``crop`` and
+``intensity``), which `predict`, `evaluate` and `serve` decode with. The checks a model file must pass on load
+(:func:`checked_input_size`, :func:`check_outputs`, :func:`checked_preprocess`) are shared by the runtimes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tumorcls.data.decode import DecodeOptions
+from tumorcls.data.preprocess import check_preprocess
 from tumorcls.errors import TumorclsError
 from tumorcls.models.probabilities import softmax  # the one softmax (serving, calibration, evaluation)
 
@@ -44,6 +48,8 @@ class Predictor:
 
     backend: ClassVar[str] = ""
     suffixes: ClassVar[tuple[str, ...]] = ()
+    crop: str = "none"  # tumorcls.data.preprocess.CROPS: what the model was trained on
+    intensity: str = "none"  # tumorcls.data.preprocess.INTENSITIES
 
     def __init__(
         self,
@@ -52,12 +58,19 @@ class Predictor:
         input_size: int,
         temperature: float | None,
         metadata: dict[str, str] | None = None,
+        crop: str = "none",
+        intensity: str = "none",
     ) -> None:
         self.path = path
         self.class_names = [str(c) for c in class_names]
         self.input_size = int(input_size)
         self.temperature = temperature  # the temperature its probabilities include, when known
         self.metadata = dict(metadata or {})
+        self.crop, self.intensity = checked_preprocess(path, crop, intensity)
+
+    def decode_options(self) -> DecodeOptions:
+        """How a file becomes this model's input: its size, then its own crop and intensity normalisation."""
+        return DecodeOptions(size=self.input_size, crop=self.crop, intensity=self.intensity)
 
     @classmethod
     def from_file(cls, path: Path, device: str = "cpu", threads: int | None = None) -> Predictor:
@@ -93,9 +106,22 @@ class Predictor:
             "backend": self.backend,
             "class_names": list(self.class_names),
             "input_size": self.input_size,
+            "crop": self.crop,
+            "intensity": self.intensity,
             "temperature": self.temperature,
             "metadata": dict(self.metadata),
         }
+
+
+def checked_preprocess(path: Path | None, crop: Any, intensity: Any) -> tuple[str, str]:
+    """The model's (crop, intensity), or ModelFileError in one line naming the file when either is unknown
+    (a newer tumorcls, or another tool, wrote a step this version cannot apply)."""
+    try:
+        check_preprocess(crop, intensity)
+    except ValueError as exc:
+        where = f"'{path}'" if path is not None else "the model"
+        raise ModelFileError(f"{where} asks for preprocessing this version cannot apply: {exc}") from None
+    return str(crop), str(intensity)
 
 
 def _is_size(dim: Any) -> bool:

@@ -2,7 +2,8 @@
 input) and returning probabilities. TensorFlow is imported only when such a model is loaded.
 
 On load the model is held to the contract (one N x H x W x 3 input, square when static; one probability per
-class name: the metadata's for a tumorcls export, else the tutorial's four), or refused in one line.
+class name: the metadata's for a tumorcls export, else the tutorial's four), or refused in one line. Its
+preprocessing (crop, intensity) is the export's ``preprocess`` attribute; "none" for the tutorial's file.
 ``export.py`` checks its .h5 files through this class, with both Keras APIs.
 """
 
@@ -86,7 +87,8 @@ class KerasPredictor(Predictor):
             raise ModelFileError(str(exc)) from None
         size = checked_input_size(path, _single_shape(path, self.model.input_shape, "input"), 3, declared.input_size)
         names = declared.class_names or list(class_names)
-        super().__init__(path, names, size, declared.temperature, metadata)
+        preprocess = {"crop": declared.crop, "intensity": declared.intensity}  # "none" unless declared
+        super().__init__(path, names, size, declared.temperature, metadata, **preprocess)
         out = _single_shape(path, self.model.output_shape, "output")
         if len(out) != 2:
             raise ModelFileError(f"'{path}' gives {len(out)}-D output {out}; expected N x classes")

@@ -3,7 +3,8 @@ exports it, or NHWC) and returning probabilities.
 
 On load the graph is held to the contract: one 4-D input with 3 channels and a square size (when static), and
 one probability per class name (the metadata's, else the tutorial's four). A file that breaks it is refused in
-one line instead of being "predicted" with the wrong labels.
+one line instead of being "predicted" with the wrong labels. The crop and intensity normalisation the inputs need
+come from the ``preprocess`` metadata (tumorcls.export.spec; "none" for a file without it).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class OnnxPredictor(Predictor):
         layout = "N x 3 x H x W, or N x H x W x 3"
         size = checked_input_size(path, shape, 1 if self.channels_first else 3, declared.input_size, layout)
         names = declared.class_names or list(CLASS_NAMES)
-        super().__init__(path, names, size, declared.temperature, metadata)
+        preprocess = {"crop": declared.crop, "intensity": declared.intensity}  # "none" unless declared
+        super().__init__(path, names, size, declared.temperature, metadata, **preprocess)
         check_outputs(path, self._outputs_per_image(), names, declared.class_names is not None)
         if declared.class_names is None:
             log.warning("'%s' has no class_names metadata; assuming %s", path, names)

@@ -3,7 +3,8 @@
 Probabilities are softmax(logits / temperature), the temperature being the one calibration stored in the
 checkpoint. It is the only backend with logits, so its TTA averages logits and it also reports the
 uncalibrated probabilities; and the only one with gradients, so it offers Grad-CAM. ``export.py`` uses it
-as the reference the exported files must reproduce.
+as the reference the exported files must reproduce. The crop and intensity normalisation a file goes through
+before the network are the checkpoint's hyperparameters (``crop``, ``intensity``; "none" when absent).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class TorchPredictor(Predictor):
         progress = {"epoch": info.epoch, "global_step": info.global_step} if info is not None else {}
         metadata.update({key: str(value) for key, value in progress.items() if value is not None})
         size = int(hp.get("input_size", DEFAULT_INPUT_SIZE))
-        super().__init__(path, hp.class_names, size, temperature, metadata)
+        # the preprocessing it was trained with; a checkpoint older than the setting was trained without any
+        preprocess = {"crop": hp.get("crop", "none"), "intensity": hp.get("intensity", "none")}
+        super().__init__(path, hp.class_names, size, temperature, metadata, **preprocess)
         self.mean = torch.tensor(hp.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(hp.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
