@@ -1,8 +1,10 @@
-"""Export a checkpoint to ONNX and/or Keras .h5: ``python export.py ckpt=<run>/checkpoints/best.ckpt format=onnx``."""
+"""Export a checkpoint to ONNX and/or Keras .h5: ``python export.py ckpt=<run>/checkpoints/best.ckpt format=onnx``;
+an ensemble to one ONNX file: ``python export.py ckpt=[a.ckpt,b.ckpt,c.ckpt] format=onnx out=ensemble.onnx``."""
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -10,15 +12,19 @@ from omegaconf import DictConfig, OmegaConf
 from tumorcls.errors import TumorclsError
 
 
+def _plain(value: Any) -> Any:
+    """A list option (``ckpt=[a,b]``, ``images=[...]``) as a Python list; anything else as it is."""
+    return OmegaConf.to_container(value) if OmegaConf.is_list(value) else value
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     from tumorcls.export.run import export_checkpoint
 
-    images = OmegaConf.to_container(cfg.images) if OmegaConf.is_list(cfg.images) else cfg.images
-    calibration = OmegaConf.to_container(cfg.calibration) if OmegaConf.is_list(cfg.calibration) else cfg.calibration
+    images, calibration, ckpt = (_plain(cfg[key]) for key in ("images", "calibration", "ckpt"))
     try:
         results = export_checkpoint(
-            cfg.ckpt,
+            ckpt,
             fmt=cfg.format,
             out=cfg.out,
             overwrite=bool(cfg.overwrite),

@@ -1,6 +1,7 @@
 """Evaluate a model on a labelled folder-per-class dataset: metrics, report, confusion matrix, calibration.
 
-The model is a .ckpt, .onnx or .h5 file. The dataset is ROOT/<class>/* (class folders matched through aliases:
+The model is a .ckpt, .onnx or .h5 file, or an ensemble of them (``--model`` repeated: the mean of their
+probabilities). The dataset is ROOT/<class>/* (class folders matched through aliases:
 glioma, notumor, no, meningioma, pituitary...), or the Kaggle layout ROOT/{Training,Testing}/<class>/* with
 --split Testing.
 """
@@ -8,6 +9,8 @@ glioma, notumor, no, meningioma, pituitary...), or the Kaggle layout ROOT/{Train
 from __future__ import annotations
 
 import argparse
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from tumorcls.errors import TumorclsError
@@ -16,10 +19,17 @@ from tumorcls.evaluation.evaluate import evaluate_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model file: .ckpt, .onnx or .h5")
+    parser.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="model file: .ckpt, .onnx or .h5; repeat it for an ensemble (the mean of the models' probabilities)",
+    )
     parser.add_argument("--data", required=True, type=Path, help="dataset root (folder per class, or Kaggle layout)")
     parser.add_argument("--split", help="sub-folder of --data holding the class folders (e.g. Testing)")
-    parser.add_argument("--out", type=Path, help="output folder (default: eval_<model name>)")
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default: eval_<model name>; eval_ensemble<N>_<hash> for N models)"
+    )
     parser.add_argument("--tta", action="store_true", help="average each image with its mirror image")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, help="CPU threads for torch / ONNX Runtime")
@@ -29,6 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def default_out(models: Sequence[str | Path]) -> Path:
+    """eval_<model name> for one model; for an ensemble eval_ensemble<N>_<8 hex digits of its members' paths>
+    (the seeds of a recipe are often all named best.ckpt)."""
+    if len(models) == 1:
+        return Path(f"eval_{Path(models[0]).stem}")
+    members = "\n".join(str(Path(m).expanduser().resolve()) for m in models)
+    return Path(f"eval_ensemble{len(models)}_{hashlib.sha256(members.encode()).hexdigest()[:8]}")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise TumorclsError("--batch-size must be at least 1")
@@ -36,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise TumorclsError("--bins must be at least 1")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise TumorclsError(f"--out '{args.out}' is a file; give a folder for the artifacts")
-    out = args.out or Path(f"eval_{Path(args.model).stem}")
+    out = args.out or default_out(args.model)
     metrics, result = evaluate_dataset(
         args.model,
         args.data,

@@ -1,4 +1,5 @@
-"""Classify image files, folders (recursively) and globs with a trained model (.ckpt, .onnx or .h5).
+"""Classify image files, folders (recursively) and globs with a trained model (.ckpt, .onnx or .h5), or an
+ensemble of them (``--model`` repeated: the mean of their probabilities).
 
 Prints a table (default), JSON or CSV with every class's probability, the predicted class and its
 confidence. An unreadable file gives one error line on stderr and exit status 1; the rest are still done.
@@ -13,13 +14,19 @@ from pathlib import Path
 from tumorcls.atomic_io import atomic_write_text
 from tumorcls.data.files import find_images
 from tumorcls.errors import TumorclsError
-from tumorcls.inference.backends import Predictor, load_predictor
+from tumorcls.inference.backends import Predictor, load_model
 from tumorcls.inference.predict import PredictRun, check_output, format_csv, format_json, format_table, run_predictions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-    parser.add_argument("--model", required=True, help="model file: .ckpt (checkpoint), .onnx, or .h5 (Keras)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="model file: .ckpt (checkpoint), .onnx, or .h5 (Keras); repeat it for an ensemble (the mean of the "
+        "models' probabilities)",
+    )
     fmt = parser.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON instead of a table")
     fmt.add_argument("--csv", action="store_true", help="print CSV instead of a table")
@@ -41,7 +48,7 @@ def _report(path: Path, reason: str) -> None:
 def _render(args: argparse.Namespace, result: PredictRun, predictor: Predictor) -> str:
     names = list(predictor.class_names)
     if args.json:
-        return format_json(result, predictor, Path(args.model), args.tta)
+        return format_json(result, predictor, args.model, args.tta)
     if args.csv:
         return format_csv(result.predictions, names)
     return format_table(result.predictions, names)
@@ -52,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
         raise TumorclsError("--batch-size must be at least 1")
     files, missing = find_images(args.paths)
     if args.out is not None:  # refused now, not after every image has been predicted
-        check_output(args.out, args.overwrite, Path(args.model), files)
-    predictor = load_predictor(args.model, device=args.device, threads=args.threads)
+        check_output(args.out, args.overwrite, args.model, files)
+    predictor = load_model(args.model, device=args.device, threads=args.threads)
     for path, reason in missing:
         _report(path, reason)
     if not files and not missing:

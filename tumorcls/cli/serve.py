@@ -1,4 +1,5 @@
-"""Serve a model as a web page and an HTTP API (POST /api/predict) from one process; binds 127.0.0.1 by default.
+"""Serve a model, or an ensemble (``--model`` repeated: the mean of the models' probabilities), as a web page and
+an HTTP API (POST /api/predict) from one process; binds 127.0.0.1 by default.
 
 Needs the serve extra: pip install -e ".[serve]". The page is a research tool, not a medical device.
 """
@@ -13,7 +14,14 @@ from tumorcls.serve.config import DEFAULT_HOST, DEFAULT_PORT, MB, ServeConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path, help="model file: .ckpt (checkpoint), .onnx or .h5")
+    parser.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        type=Path,
+        help="model file: .ckpt (checkpoint), .onnx or .h5; repeat it for an ensemble (the mean of the models' "
+        "probabilities)",
+    )
     parser.add_argument(
         "--host",
         default=DEFAULT_HOST,
@@ -41,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
     return ServeConfig(
-        model=args.model,
+        model=args.model[0] if len(args.model) == 1 else tuple(args.model),
         host=args.host,
         port=args.port,
         examples=args.examples,

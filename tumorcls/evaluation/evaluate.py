@@ -1,7 +1,8 @@
 """Evaluate a model on a labelled folder-per-class dataset: metrics, report, confusion matrix, calibration.
 
 ROOT/<class>/* (class folders matched through aliases: glioma, notumor, no, meningioma, pituitary...), or
-the Kaggle layout ROOT/{Training,Testing}/<class>/* with --split Testing. The command line is
+the Kaggle layout ROOT/{Training,Testing}/<class>/* with --split Testing. The model is one file or several, an
+ensemble evaluated as one model (the mean of the members' probabilities). The command line is
 tumorcls.cli.evaluate; the files written are evaluation.artifacts'.
 """
 
@@ -19,7 +20,8 @@ from tumorcls.data.files import FOLDER_LAYOUT, SINGLE_SPLIT, list_class_folders,
 from tumorcls.errors import DatasetError
 from tumorcls.evaluation.artifacts import write_artifacts
 from tumorcls.evaluation.calibration import DEFAULT_BINS
-from tumorcls.inference.backends import Predictor, load_predictor
+from tumorcls.inference.backends import Predictor, load_model, model_field
+from tumorcls.inference.backends.loader import ModelPaths
 from tumorcls.inference.batching import iter_batches, predict_batch
 from tumorcls.models.probabilities import uncalibrated
 
@@ -87,7 +89,7 @@ def evaluate(
 
 
 def evaluate_dataset(
-    model: str | Path,
+    model: ModelPaths,
     data: Path,
     out: Path,
     split: str | None = None,
@@ -98,15 +100,16 @@ def evaluate_dataset(
     threads: int | None = None,
     bins: int = DEFAULT_BINS,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Evaluate the model file on the dataset and write the artifacts to ``out``; returns (metrics, result)."""
+    """Evaluate the model file (or the ensemble of several) on the dataset and write the artifacts to ``out``;
+    returns (metrics, result)."""
     files, labels, skipped = dataset_files(data, split)
     if skipped:
         log.warning("skipped %d non-image file(s) (e.g. %s)", len(skipped), ", ".join(p.name for p in skipped[:3]))
-    predictor = load_predictor(model, device=device, threads=threads)
+    predictor = load_model(model, device=device, threads=threads)
     result = evaluate(predictor, files, labels, batch_size, tta)
     data = Path(data) / split if split else Path(data)
     info = {
-        "model": str(model),
+        "model": model_field(model),
         "backend": predictor.backend,
         "data": str(data),
         "tta": tta,

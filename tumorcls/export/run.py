@@ -4,7 +4,11 @@ file only if it reproduces the PyTorch model's probabilities on real (or, failin
 Both sides of that comparison are the inference backends users run: the checkpoint backend gives the
 reference, and the written (temporary) file is loaded by the ONNX or Keras backend, contract checks included.
 Parity and int8 calibration images are decoded as the model's users decode them, with its crop and intensity
-normalisation; the loaded file must declare the same preprocessing as the checkpoint."""
+normalisation; the loaded file must declare the same preprocessing as the checkpoint.
+
+Several checkpoints (``ckpt=[a.ckpt,b.ckpt]``) export to one ONNX file whose graph averages the members'
+probabilities; its reference is the mean of the members' checkpoint-backend probabilities. Ensembles export to
+ONNX only, and to an ``out=`` file of their own (they have no run folder)."""
 
 from __future__ import annotations
 
@@ -22,8 +26,17 @@ import numpy as np
 from tumorcls.data.decode import DecodeOptions, ImageDecodeError, read_image
 from tumorcls.data.files import find_images
 from tumorcls.errors import ExportError
-from tumorcls.export.spec import ALL_FORMATS, FORMATS, SUFFIXES, ExportSpec, ensure_writable, load_for_export
-from tumorcls.export.to_onnx import MIN_OPSET, export_onnx
+from tumorcls.export.spec import (
+    ALL_FORMATS,
+    FORMATS,
+    SUFFIXES,
+    EnsembleSpec,
+    ExportSpec,
+    ensure_writable,
+    load_ensemble_for_export,
+    load_for_export,
+)
+from tumorcls.export.to_onnx import MIN_OPSET, ExportModel, export_onnx
 from tumorcls.inference.backends import ModelFileError, OnnxPredictor, Predictor, TorchPredictor
 from tumorcls.models.checkpoint import CheckpointInfo
 from tumorcls.models.lit_module import TumorClassifier
@@ -32,6 +45,7 @@ from tumorcls.training.layout import RunLayout
 log = logging.getLogger(__name__)
 
 ImageArg = Sequence[str | Path] | str | None  # image files, folders or globs; one, several or none
+CheckpointArg = str | Path | Sequence[str | Path] | None  # one checkpoint, or an ensemble's members
 RootArg = str | Path | None
 DEFAULT_ATOL = 1e-4
 DEFAULT_MIN_AGREEMENT = 0.8
@@ -142,14 +156,14 @@ def _manifest_files(
     return picked
 
 
-def decode_options(spec: ExportSpec) -> DecodeOptions:
+def decode_options(spec: ExportSpec | EnsembleSpec) -> DecodeOptions:
     """How files become the exported model's input: its size, crop and intensity normalisation (what
     ``tumorcls predict`` applies to the written file, read back from its metadata)."""
     return DecodeOptions(size=spec.input_size, crop=spec.crop, intensity=spec.intensity)
 
 
 def parity_images(
-    spec: ExportSpec, images: ImageArg = None, data_root: RootArg = None, n: int = 32, seed: int = 0
+    spec: ExportSpec | EnsembleSpec, images: ImageArg = None, data_root: RootArg = None, n: int = 32, seed: int = 0
 ) -> ParityImages:
     """Given images, else the run's splits.csv (test split first), else synthetic pixels."""
     size = spec.input_size
@@ -226,6 +240,14 @@ def torch_probabilities(model: TumorClassifier, rgb: np.ndarray, temperature: fl
     predictor = TorchPredictor(model, "cpu", CheckpointInfo(temperature=float(temperature)))
     batches = [predictor.predict_proba(rgb[i : i + PARITY_BATCH]) for i in range(0, len(rgb), PARITY_BATCH)]
     return np.concatenate(batches) if batches else predictor.predict_proba(rgb)
+
+
+def reference_probabilities(model: ExportModel, spec: ExportSpec | EnsembleSpec, rgb: np.ndarray) -> np.ndarray:
+    """What the exported file must reproduce: the checkpoint backend's probabilities, or for an ensemble the
+    mean of its members' (each at its own temperature)."""
+    if isinstance(spec, EnsembleSpec):
+        return np.mean([torch_probabilities(m, rgb, s.temperature) for m, s in zip(model, spec.members)], axis=0)
+    return torch_probabilities(model, rgb, spec.temperature)
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -335,16 +357,38 @@ def keras_check(
 class ExportPlan:
     """What an export will do, settled (and refused, if it must be) before anything is written."""
 
-    model: TumorClassifier
-    spec: ExportSpec
+    model: ExportModel  # one TumorClassifier, or an ensemble's members
+    spec: ExportSpec | EnsembleSpec
     targets: dict[str, Path]
     parity: ParityImages
-    reference: np.ndarray  # the checkpoint backend's probabilities on the parity pixels
+    reference: np.ndarray  # the checkpoint backend's probabilities on the parity pixels (an ensemble: their mean)
     calibration: ParityImages | None
 
 
+def checkpoint_list(ckpt: CheckpointArg) -> list[str | Path]:
+    """The checkpoint(s) given, as given: one path, or the members of an ensemble (``ckpt=[a.ckpt,b.ckpt]``)."""
+    items = [ckpt] if isinstance(ckpt, str | Path) else list(ckpt or [])
+    if not items or not all(items):
+        raise ExportError("no checkpoint given: python export.py ckpt=<run>/checkpoints/best.ckpt [format=onnx]")
+    return items
+
+
+def load_models(
+    ckpts: Sequence[str | Path], formats: Sequence[str], out: str | Path | None
+) -> tuple[ExportModel, ExportSpec | EnsembleSpec]:
+    """One checkpoint, or an ensemble's members (ONNX only, to an ``out`` file; they must share the contract)."""
+    if len(ckpts) == 1:
+        return load_for_export(ckpts[0])
+    if tuple(formats) != ("onnx",):
+        shown = "all" if tuple(formats) == ALL_FORMATS else formats[0]
+        raise ExportError(f"an ensemble of {len(ckpts)} checkpoints exports to ONNX only: format=onnx, not {shown}")
+    if out is None or str(out) == "":
+        raise ExportError("an ensemble has no run folder of its own: give the file to write, out=<name>.onnx")
+    return load_ensemble_for_export(ckpts)
+
+
 def plan_export(
-    ckpt: str | Path | None,
+    ckpt: CheckpointArg,
     fmt: str,
     out: str | Path | None,
     overwrite: bool,
@@ -353,15 +397,14 @@ def plan_export(
     parity: dict[str, Any],
     calibration: dict[str, Any],
 ) -> ExportPlan:
-    """Check the options, load the checkpoint, refuse unwritable targets, gather the images."""
-    if not ckpt:
-        raise ExportError("no checkpoint given: python export.py ckpt=<run>/checkpoints/best.ckpt [format=onnx]")
+    """Check the options, load the checkpoint(s), refuse unwritable targets, gather the images."""
+    ckpts = checkpoint_list(ckpt)
     formats = resolve_formats(fmt)
     if n_check < 1:
         raise ExportError(f"n_check must be at least 1, got {n_check}")
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old; use opset >= {MIN_OPSET}")
-    model, spec = load_for_export(ckpt)
+    model, spec = load_models(ckpts, formats, out)
     targets = output_paths(formats, Path(spec.run_dir), out)
     for path in targets.values():  # refuse before writing anything, so format=all is all or nothing at the start
         ensure_writable(path, overwrite)
@@ -371,7 +414,7 @@ def plan_export(
         import_keras()  # fail before any export when TensorFlow is missing
     calibrate = calibration_images(spec, **calibration) if "onnx_int8" in formats else None
     images = parity_images(spec, n=n_check, **parity)
-    reference = torch_probabilities(model, images.pixels, spec.temperature)
+    reference = reference_probabilities(model, spec, images.pixels)
     return ExportPlan(model, spec, targets, images, reference, calibrate)
 
 
@@ -408,7 +451,7 @@ def _write_one(
 
 
 def export_checkpoint(
-    ckpt: str | Path | None,
+    ckpt: CheckpointArg,
     fmt: str = "all",
     out: str | Path | None = None,
     overwrite: bool = False,
@@ -421,7 +464,8 @@ def export_checkpoint(
     n_calibrate: int = 128,
     int8_min_agreement: float = DEFAULT_MIN_AGREEMENT,
 ) -> list[ExportResult]:
-    """Export ``ckpt`` to each format; every file is verified before it gets its final name."""
+    """Export ``ckpt`` to each format; every file is verified before it gets its final name. Several checkpoints
+    export to one ONNX file averaging their probabilities (``fmt="onnx"`` and ``out`` required)."""
     plan = plan_export(
         ckpt,
         fmt,

@@ -1,6 +1,10 @@
 """The model description an exported file carries (labels, input, preprocessing, temperature, provenance):
 written here into ONNX metadata_props / HDF5 attributes, and read back here by the inference backends.
 
+An ensemble of checkpoints exported as one file (:class:`EnsembleSpec`) declares the contract its members share
+(class names, input, preprocessing) and, under the key ``ensemble``, every member's checkpoint (path, SHA-256,
+run, temperature, normalisation); it has no single ``temperature`` (each member's is in the graph).
+
 The preprocessing a file goes through before the model (``crop``, ``intensity``: tumorcls.data.preprocess) is
 not in the graph: it is declared under the key ``preprocess`` (a JSON object, ``{"crop": "head", "intensity":
 "equalize"}``) and applied by whoever decodes the files (predict, evaluate, serve); a file without the key was
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,9 +35,14 @@ if TYPE_CHECKING:
 FORMATS = ("onnx", "keras", "onnx_int8")
 ALL_FORMATS = ("onnx", "keras")  # format=all: the exact (float) exports; int8 is asked for by name
 SUFFIXES = {"onnx": ".onnx", "keras": ".h5", "onnx_int8": ".onnx"}
+ENSEMBLE_KEY = "ensemble"  # an ensemble export: {"combine": ..., "members": [one record per checkpoint]}
 H5_ATTR_PREFIX = "tumorcls_"  # an .h5 export's metadata are the file attributes named tumorcls_<key>
 PREPROCESS_KEY = "preprocess"  # {"crop": ..., "intensity": ...}, applied before the model's input
 PREPROCESS_STEPS = ("crop", "intensity")
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -53,23 +62,28 @@ class ExportSpec:
     run_dir: str = ""
     epoch: int | None = None
     global_step: int | None = None
-    exported_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    exported_at: str = field(default_factory=_utc_now)
+
+    def training_run(self) -> dict[str, Any]:
+        """The checkpoint this spec was read from and its place in training."""
+        run = {"checkpoint": self.source, "sha256": self.source_sha256, "run_dir": self.run_dir}
+        return {**run, "epoch": self.epoch, "global_step": self.global_step}
+
+    def member_record(self) -> dict[str, Any]:
+        """This checkpoint as an ensemble export lists it: its run, backbone, temperature and normalisation."""
+        extra = {"backbone": self.backbone, "temperature": float(self.temperature)}
+        return {**self.training_run(), **extra, "mean": list(self.mean), "std": list(self.std)}
 
     def metadata(self, input_spec: dict[str, Any], output_spec: dict[str, Any]) -> dict[str, str]:
         """Flat string key/values (ONNX metadata_props, HDF5 attributes); :func:`read_metadata` parses them."""
-        run = {"checkpoint": self.source, "sha256": self.source_sha256, "run_dir": self.run_dir}
-        run.update(epoch=self.epoch, global_step=self.global_step)
         return {
-            "class_names": json.dumps(list(self.class_names)),
-            "input_spec": json.dumps(input_spec),
-            "output_spec": json.dumps(output_spec),
+            **_contract_metadata(self, input_spec, output_spec),
             "mean": json.dumps(list(self.mean)),
             "std": json.dumps(list(self.std)),
             "temperature": repr(float(self.temperature)),
-            PREPROCESS_KEY: json.dumps({"crop": self.crop, "intensity": self.intensity}),
             "backbone": self.backbone,
             "source_checkpoint": self.source,
-            "training_run": json.dumps(run),
+            "training_run": json.dumps(self.training_run()),
             "export_date": self.exported_at,
             "producer": "tumorcls",
         }
@@ -92,6 +106,69 @@ class ExportSpec:
         }.get(self.intensity, [])
         where = f"tumorcls.data.decode.prepare_rgb; metadata '{PREPROCESS_KEY}'"
         return f"the image {', then '.join(steps)} ({where})"
+
+
+def _contract_metadata(spec: Any, input_spec: dict[str, Any], output_spec: dict[str, Any]) -> dict[str, str]:
+    """What a file's users decode and read with: class names, input and output specs, preprocessing."""
+    return {
+        "class_names": json.dumps(list(spec.class_names)),
+        "input_spec": json.dumps(input_spec),
+        "output_spec": json.dumps(output_spec),
+        PREPROCESS_KEY: json.dumps({"crop": spec.crop, "intensity": spec.intensity}),
+    }
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """An ensemble of checkpoints exported as one file: the members' specs, which share class names, input size
+    and preprocessing (checked by :func:`load_ensemble_for_export`); the shared contract is the first member's."""
+
+    members: tuple[ExportSpec, ...]
+    exported_at: str = field(default_factory=_utc_now)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.members[0].class_names
+
+    @property
+    def input_size(self) -> int:
+        return self.members[0].input_size
+
+    @property
+    def crop(self) -> str:
+        return self.members[0].crop
+
+    @property
+    def intensity(self) -> str:
+        return self.members[0].intensity
+
+    @property
+    def run_dir(self) -> str:
+        """The first member's run (where parity images are looked for)."""
+        return self.members[0].run_dir
+
+    @property
+    def backbone(self) -> str:
+        return ", ".join(dict.fromkeys(m.backbone for m in self.members))
+
+    @property
+    def has_preprocessing(self) -> bool:
+        return self.members[0].has_preprocessing
+
+    def input_pixels(self) -> str:
+        return self.members[0].input_pixels()
+
+    def metadata(self, input_spec: dict[str, Any], output_spec: dict[str, Any]) -> dict[str, str]:
+        """The shared contract, and every member's checkpoint, temperature and normalisation under ``ensemble``."""
+        members = [m.member_record() for m in self.members]
+        combine = "arithmetic mean of the members' probabilities, each at its own temperature"
+        return {
+            **_contract_metadata(self, input_spec, output_spec),
+            "backbone": self.backbone,
+            ENSEMBLE_KEY: json.dumps({"combine": combine, "members": members}),
+            "export_date": self.exported_at,
+            "producer": "tumorcls",
+        }
 
 
 @dataclass(frozen=True)
@@ -229,6 +306,20 @@ def load_for_export(ckpt: str | Path) -> tuple[TumorClassifier, ExportSpec]:
 
     model, info = load_checkpoint(ckpt)
     return model, spec_for(model, ckpt, info)
+
+
+def load_ensemble_for_export(ckpts: Sequence[str | Path]) -> tuple[tuple[TumorClassifier, ...], EnsembleSpec]:
+    """The members, each loaded as :func:`load_for_export` loads one checkpoint, and the ensemble's spec; a member
+    whose class names, input size or preprocessing differ from the first member's is refused in one line."""
+    from tumorcls.inference.backends.ensemble import contract_difference, mismatch_message
+
+    loaded = [load_for_export(ckpt) for ckpt in ckpts]
+    first = loaded[0][1]
+    for (_, spec), ckpt in zip(loaded[1:], ckpts[1:]):
+        difference = contract_difference(first, spec)
+        if difference is not None:
+            raise ExportError(mismatch_message(str(ckpts[0]), str(ckpt), difference))
+    return tuple(model for model, _ in loaded), EnsembleSpec(tuple(spec for _, spec in loaded))
 
 
 def ensure_writable(path: str | Path, overwrite: bool) -> Path:

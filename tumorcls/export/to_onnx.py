@@ -1,7 +1,8 @@
 """ONNX export: one graph from RGB pixels (0..255, N x 3 x H x W float32) to softmax probabilities,
 scaling and normalisation included, with a dynamic batch axis and the model's description in metadata_props
 (among it ``preprocess``: the crop and intensity normalisation the pixels need before the graph, which
-`tumorcls predict`, `evaluate` and `serve` apply)."""
+`tumorcls predict`, `evaluate` and `serve` apply). An ensemble of checkpoints (an :class:`EnsembleSpec`) is one
+graph too: each member's probability model (its own normalisation and temperature), then their mean."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from tumorcls.atomic_io import atomic_write
 from tumorcls.errors import ExportError
-from tumorcls.export.spec import ExportSpec, ensure_writable
+from tumorcls.export.spec import EnsembleSpec, ExportSpec, ensure_writable
 from tumorcls.export.static_graph import static_network
 from tumorcls.models.lit_module import TumorClassifier
 
@@ -44,6 +45,20 @@ class ProbabilityModel(nn.Module):
         return torch.softmax(logits, dim=1)
 
 
+class MeanProbabilityModel(nn.Module):
+    """An ensemble's graph: the arithmetic mean of its members' probabilities."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(pixels) for member in self.members]).mean(dim=0)
+
+
+ExportModel = TumorClassifier | Sequence[TumorClassifier]  # one checkpoint's model, or an ensemble's members
+
+
 def probability_model(model: TumorClassifier, temperature: float = 1.0) -> ProbabilityModel:
     """The exported computation, as an eval-mode PyTorch module (also the benchmark's eager baseline);
     ``temperature`` is the checkpoint's calibration (``CheckpointInfo.temperature``, ``ExportSpec.temperature``)."""
@@ -51,7 +66,21 @@ def probability_model(model: TumorClassifier, temperature: float = 1.0) -> Proba
     return ProbabilityModel(model.net, hp.mean, hp.std, float(temperature)).eval()
 
 
-def io_specs(spec: ExportSpec) -> tuple[dict, dict]:
+def _static_probability_model(model: TumorClassifier, spec: ExportSpec) -> ProbabilityModel:
+    wrapper = probability_model(model, spec.temperature).cpu()
+    wrapper.net = static_network(wrapper.net, spec.input_size)  # same numbers, a static graph
+    return wrapper
+
+
+def exported_module(model: ExportModel, spec: ExportSpec | EnsembleSpec) -> nn.Module:
+    """What is traced: the model's probability model, or for an ensemble the mean of its members' (each with
+    its own normalisation and temperature)."""
+    if isinstance(spec, EnsembleSpec):
+        return MeanProbabilityModel([_static_probability_model(m, s) for m, s in zip(model, spec.members)]).eval()
+    return _static_probability_model(model, spec)
+
+
+def io_specs(spec: ExportSpec | EnsembleSpec) -> tuple[dict, dict]:
     """The input and output contract written into the file."""
     size = spec.input_size
     inp = {
@@ -68,12 +97,12 @@ def io_specs(spec: ExportSpec) -> tuple[dict, dict]:
     return inp, out
 
 
-def onnx_bytes(model: TumorClassifier, spec: ExportSpec, opset: int = MIN_OPSET) -> bytes:
-    """Trace the probability model and return the serialized, checked ONNX model with metadata."""
+def onnx_bytes(model: ExportModel, spec: ExportSpec | EnsembleSpec, opset: int = MIN_OPSET) -> bytes:
+    """Trace the probability model (of one checkpoint, or an ensemble's mean) and return the serialized, checked
+    ONNX model with metadata."""
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old; use opset >= {MIN_OPSET}")
-    wrapper = probability_model(model, spec.temperature).cpu()
-    wrapper.net = static_network(wrapper.net, spec.input_size)  # same numbers, a static graph
+    wrapper = exported_module(model, spec)
     dummy = torch.zeros(2, 3, spec.input_size, spec.input_size)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode():
@@ -96,15 +125,16 @@ def onnx_bytes(model: TumorClassifier, spec: ExportSpec, opset: int = MIN_OPSET)
     inp, out = io_specs(spec)
     onnx.helper.set_model_props(proto, spec.metadata(inp, out))
     proto.producer_name = "tumorcls"
-    proto.doc_string = f"{spec.backbone} brain-MRI tumour classifier; outputs {list(spec.class_names)}"
+    what = f"ensemble of {len(spec.members)} ({spec.backbone})" if isinstance(spec, EnsembleSpec) else spec.backbone
+    proto.doc_string = f"{what} brain-MRI tumour classifier; outputs {list(spec.class_names)}"
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()
 
 
 def export_onnx(
-    model: TumorClassifier,
+    model: ExportModel,
     path: str | Path,
-    spec: ExportSpec,
+    spec: ExportSpec | EnsembleSpec,
     opset: int = MIN_OPSET,
     overwrite: bool = False,
     check: Callable[[Path], None] | None = None,

@@ -1,6 +1,7 @@
-"""Inference: model file -> class probabilities (one backend per runtime), batching, Grad-CAM."""
+"""Inference: model file(s) -> class probabilities (one backend per runtime, several files as their ensemble),
+batching, Grad-CAM."""
 
-from tumorcls.inference.backends import ModelFileError, Predictor, load_predictor
+from tumorcls.inference.backends import EnsemblePredictor, ModelFileError, Predictor, load_model, load_predictor
 from tumorcls.inference.batching import predict_batch
 
-__all__ = ["ModelFileError", "Predictor", "load_predictor", "predict_batch"]
+__all__ = ["EnsemblePredictor", "ModelFileError", "Predictor", "load_model", "load_predictor", "predict_batch"]

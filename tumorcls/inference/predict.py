@@ -1,6 +1,7 @@
 """Classify decoded image files with a predictor: batches through the backend, optional TTA and Grad-CAM
 overlays, and the three output formats (table, JSON, CSV) of ``tumorcls predict`` (whose command-line
-front-end is :mod:`tumorcls.cli.predict`). Also the rule for ``--out``: never an input or the model file.
+front-end is :mod:`tumorcls.cli.predict`). Also the rule for ``--out``: never an input or a model file (any
+member of an ensemble).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from tumorcls.atomic_io import check_writable
 from tumorcls.errors import OutputError
 from tumorcls.inference.backends import Predictor
+from tumorcls.inference.backends.loader import ModelPaths, model_field, model_paths
 from tumorcls.inference.batching import iter_batches, predict_batch
 
 
@@ -116,10 +118,11 @@ def format_table(predictions: list[Prediction], class_names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_json(run: PredictRun, predictor: Predictor, model: Path, tta: bool) -> str:
+def format_json(run: PredictRun, predictor: Predictor, model: ModelPaths, tta: bool) -> str:
+    """The JSON document; ``model``: the file (its path) or an ensemble's members (the list of their paths)."""
     doc = {
         **predictor.describe(),
-        "model": str(model),
+        "model": model_field(model),
         "tta": tta,
         "predictions": [p.as_dict() for p in run.predictions],
         "errors": [{"path": str(path), "error": reason} for path, reason in run.errors],
@@ -137,15 +140,19 @@ def format_csv(predictions: list[Prediction], class_names: list[str]) -> str:
     return buffer.getvalue()
 
 
-def check_output(out: Path, overwrite: bool, model: Path | None = None, inputs: Iterable[Path] = ()) -> Path:
-    """Refuse, before any work, an ``--out`` that is the model file or one of the input images (whatever
-    ``overwrite`` says), an existing file unless ``overwrite``, and a place that cannot be written."""
+def check_output(out: Path, overwrite: bool, model: ModelPaths | None = None, inputs: Iterable[Path] = ()) -> Path:
+    """Refuse, before any work, an ``--out`` that is the model file (or any member of an ensemble) or one of the
+    input images (whatever ``overwrite`` says), an existing file unless ``overwrite``, and a place that cannot be
+    written."""
     out = Path(out).expanduser()
     if out.is_dir():
         raise OutputError(f"--out '{out}' is a folder; give a file path")
     target = out.resolve()
-    if model is not None and target == Path(model).expanduser().resolve():
-        raise OutputError(f"--out '{out}' is the model file; refusing to overwrite it")
+    models = model_paths(model) if model is not None else []
+    for path in models:
+        if target == path.expanduser().resolve():
+            what = "the model file" if len(models) == 1 else "a member of the ensemble"
+            raise OutputError(f"--out '{out}' is {what}; refusing to overwrite it")
     for path in inputs:
         if target == Path(path).resolve():
             raise OutputError(f"--out '{out}' is one of the input images; refusing to overwrite it")

@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from tumorcls.errors import TumorclsError
-from tumorcls.inference import load_predictor
+from tumorcls.inference import load_model
 from tumorcls.serve.api import api_router, install_error_handlers
 from tumorcls.serve.config import ServeConfig, model_threads
 from tumorcls.serve.engine import InferenceEngine
@@ -80,7 +80,7 @@ def _temp_root() -> Path:
 def build_app(config: ServeConfig) -> ServedApp:
     """Load the model once and build the app: API routes first, then the page at '/'."""
     config.check()
-    predictor = load_predictor(config.model, device=config.device, threads=model_threads(config.threads))
+    predictor = load_model(config.model, device=config.device, threads=model_threads(config.threads))
     temp_dir = Path(tempfile.mkdtemp(prefix="app-", dir=_temp_root()))
     gradio_dir = temp_dir / "page"
     gradio_dir.mkdir()
@@ -100,7 +100,7 @@ def _assemble(config: ServeConfig, engine: InferenceEngine, gradio_dir: Path) ->
     from tumorcls.serve.page import PageHandlers, build_page, example_files
 
     cams = _cam_overlays(config, engine)
-    card = describe_model(engine.predictor, Path(config.model), config.tta, cams is not None)
+    card = describe_model(engine.predictor, config.model, config.tta, cams is not None)
     app = FastAPI(
         title="tumorcls",
         summary="Brain MRI tumour classification (research tool, not a medical device)",

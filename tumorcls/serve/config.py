@@ -13,7 +13,7 @@ DEFAULT_PORT = 7860
 
 @dataclass(frozen=True)
 class ServeConfig:
-    model: Path
+    model: Path | tuple[Path, ...]  # one model file, or the members of an ensemble (the mean of their probabilities)
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     examples: Path | None = None  # a folder of example images offered on the page

@@ -7,6 +7,12 @@ import numpy as np
 from tumorcls.serve.engine import InferenceEngine
 
 NEEDS_CHECKPOINT = "Grad-CAM explanations need the model's checkpoint (.ckpt); this server runs its {backend} export."
+NEEDS_CHECKPOINTS = "Grad-CAM explanations of an ensemble need every member's checkpoint (.ckpt)."
+
+
+def cam_note(backend: str) -> str:
+    """What the page says where a Grad-CAM overlay would be."""
+    return NEEDS_CHECKPOINTS if backend == "ensemble" else NEEDS_CHECKPOINT.format(backend=backend)
 
 
 class CamOverlays:

@@ -1,6 +1,7 @@
 """Which model answers: the description /api/model returns, every /api/predict answer carries and the page shows
 (file, backend, classes, input and its preprocessing, temperature, and the training run and date from the model's
-own metadata)."""
+own metadata). An ensemble is described by its members (file names, backends, temperatures, training runs), and
+an exported ensemble file by the members its metadata names."""
 
 from __future__ import annotations
 
@@ -9,17 +10,22 @@ from pathlib import Path
 from typing import Any
 
 from tumorcls.inference import Predictor
+from tumorcls.inference.backends.loader import ModelPaths, model_field
 from tumorcls.training.layout import RunLayout
 
 UPLOAD_FORMATS = (".jpg", ".jpeg", ".png", ".dcm")  # what the page offers; the decoder takes a few more
 
 
-def describe_model(predictor: Predictor, path: Path, tta: bool, explanations: bool) -> dict[str, Any]:
-    """The JSON description of the served model (the predictor's own, plus what the server adds)."""
+def describe_model(predictor: Predictor, model: ModelPaths, tta: bool, explanations: bool) -> dict[str, Any]:
+    """The JSON description of the served model (the predictor's own, plus what the server adds); ``model`` is
+    its file, or the members of an ensemble."""
     size = int(predictor.input_size)
+    card = predictor.describe()
+    if "members" in card:  # an ensemble: each member named by its file name, as the model itself is
+        card["members"] = [{**m, "model": Path(m["model"]).name} for m in card["members"]]
     return {
-        **predictor.describe(),
-        "model": path.name,  # the file name only: the server's folders are none of a client's business
+        **card,
+        "model": model_field(model, name_only=True),  # file names only: the server's folders are not a client's
         "input": {"height": size, "width": size, "channels": 3, "color": "RGB", "dtype": "uint8", "range": [0, 255]},
         "upload_formats": list(UPLOAD_FORMATS),
         "tta": tta,
@@ -32,31 +38,54 @@ def _run_name(folder: str) -> str:
     return RunLayout.of_checkpoint(folder).root.name
 
 
-def training_summary(metadata: dict[str, str]) -> str:
-    """'run 2026-11-26_07-00-00, epoch 7, exported 2026-11-26T08:00:00+00:00' from what the metadata has."""
+def _json_object(raw: str | None) -> dict[str, Any]:
     try:
-        run = json.loads(metadata.get("training_run", "{}"))
+        parsed = json.loads(raw or "{}")
     except json.JSONDecodeError:
-        run = {}
-    run = run if isinstance(run, dict) else {}
-    source = run.get("checkpoint") or metadata.get("source_checkpoint")
-    epoch = run.get("epoch", metadata.get("epoch"))
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _run_parts(source: Any, epoch: Any) -> list[str]:
     parts = [f"run {_run_name(str(source))}"] if source else []
-    if epoch not in (None, ""):
-        parts.append(f"epoch {epoch}")
+    return parts + ([f"epoch {epoch}"] if epoch not in (None, "") else [])
+
+
+def training_summary(metadata: dict[str, str]) -> str:
+    """'run 2026-11-26_07-00-00, epoch 7, exported 2026-11-26T08:00:00+00:00' from what the metadata has; for an
+    exported ensemble 'ensemble of 3: run A, epoch 7; run B, epoch 5; ..., exported ...'."""
+    members = _json_object(metadata.get("ensemble")).get("members")
+    if isinstance(members, list) and members:
+        runs = [_run_parts(m.get("checkpoint"), m.get("epoch")) for m in members if isinstance(m, dict)]
+        parts = [f"ensemble of {len(members)}: {'; '.join(', '.join(run) for run in runs)}"]
+    else:
+        run = _json_object(metadata.get("training_run"))
+        source = run.get("checkpoint") or metadata.get("source_checkpoint")
+        parts = _run_parts(source, run.get("epoch", metadata.get("epoch")))
     if metadata.get("export_date"):
         parts.append(f"exported {metadata['export_date']}")
     return ", ".join(parts) or "unknown (no training metadata in the file)"
 
 
+def _temperature(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "not recorded"
+
+
 def model_markdown(card: dict[str, Any]) -> str:
-    """The page's 'which model answered' line."""
-    temperature = card.get("temperature")
-    temp = f"{temperature:.3f}" if isinstance(temperature, float) else "not recorded"
+    """The page's 'which model answered' line; for an ensemble, one entry per member."""
     tta = ", flip TTA" if card.get("tta") else ""
+    if card.get("members"):
+        members = "; ".join(
+            f"`{m['model']}` ({m['backend']}, training: {training_summary(m['metadata'])}, "
+            f"temperature {_temperature(m['temperature'])})"
+            for m in card["members"]
+        )
+        head = f"**Ensemble** of {len(card['members'])} models, the mean of their probabilities{tta}"
+        return f"{head} · {members}{preprocess_summary(card)}"
     return (
         f"**Model** `{card['model']}` · backend **{card['backend']}**{tta} · training: "
-        f"{training_summary(card['metadata'])} · temperature {temp}{preprocess_summary(card)}"
+        f"{training_summary(card['metadata'])} · temperature {_temperature(card.get('temperature'))}"
+        f"{preprocess_summary(card)}"
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from tumorcls.data.formats import IMAGE_SUFFIXES
 from tumorcls.serve.config import ServeConfig, megabytes
 from tumorcls.serve.engine import FileResult, InferenceEngine
-from tumorcls.serve.explain import NEEDS_CHECKPOINT, CamOverlays
+from tumorcls.serve.explain import CamOverlays, cam_note
 from tumorcls.serve.model_card import UPLOAD_FORMATS, model_markdown
 
 DISCLAIMER = "**Research tool, not a medical device.** Its output is not a diagnosis and must not guide care."
@@ -85,6 +85,8 @@ class PageHandlers:
         index = int(np.argmax(result.probabilities))
         temperature = self.card.get("temperature")
         calibrated = f" (calibrated, temperature {temperature:.3f})" if isinstance(temperature, float) else ""
+        if self.card.get("members"):
+            calibrated = f" (the mean of {len(self.card['members'])} models' calibrated probabilities)"
         line = f"Predicted **{names[index]}** · confidence **{result.probabilities[index]:.4f}**{calibrated}"
         label = {n: float(p) for n, p in zip(names, result.probabilities)}
         cam = self.cams(result.image, index) if self.cams is not None else None
@@ -152,7 +154,7 @@ def build_page(handlers: PageHandlers, examples: list[Path]) -> gr.Blocks:
                 num_top_classes=len(handlers.engine.class_names), label="Class probabilities", elem_id="probabilities"
             )
             if handlers.cams is None:
-                gr.Markdown(NEEDS_CHECKPOINT.format(backend=handlers.card["backend"]), elem_id="cam-note")
+                gr.Markdown(cam_note(handlers.card["backend"]), elem_id="cam-note")
             if examples:
                 gr.Examples(examples=[[str(p)] for p in examples], inputs=[upload], label="Examples")
             upload.change(handlers.one, inputs=upload, outputs=[result, probabilities, shown, cam])
