@@ -341,6 +341,23 @@ def test_aggregate_folder_without_runs(tmp_path, capsys):
     assert_one_line(code, err, str(tmp_path.name))
 
 
+def test_a_closed_output_pipe_stops_quietly(synthetic_root, monkeypatch, capsys):
+    """`tumorcls audit ROOT | head -1`: the reader has gone; no BrokenPipeError traceback, exit status 1."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stdout = os.fdopen(write_end, "w", buffering=1)  # line-buffered, as on a terminal: print() writes at once
+    monkeypatch.setattr(sys, "stdout", stdout)
+    try:
+        code = cli(["audit", str(synthetic_root)])
+        stdout.write("x" * 70_000)  # the pipe now leads to /dev/null: later writes and the final flush succeed
+        stdout.flush()
+    finally:
+        monkeypatch.undo()
+        stdout.close()
+    assert code == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------------- training
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from tumorcls.errors import TumorclsError
@@ -35,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     except TumorclsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`tumorcls aggregate ... | head`): stop quietly, as other command-line tools do;
+        # stdout goes to /dev/null so that the interpreter's final flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
