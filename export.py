@@ -10,6 +10,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from tumorcls.errors import TumorclsError
+from tumorcls.update_checks import skip_update_checks
+
+skip_update_checks()  # before the exporters import albumentations (why: tumorcls.update_checks)
 
 
 def _plain(value: Any) -> Any:

@@ -11,8 +11,10 @@ from omegaconf import DictConfig
 
 from tumorcls.errors import TumorclsError
 from tumorcls.openmp_policy import prefer_passive_openmp_wait
+from tumorcls.update_checks import skip_update_checks
 
 prefer_passive_openmp_wait()  # before torch loads OpenMP (why: tumorcls.openmp_policy)
+skip_update_checks()  # before albumentations is imported (why: tumorcls.update_checks)
 
 from tumorcls.training.run import run  # noqa: E402 - imports torch, after the wait policy is set
 

@@ -36,20 +36,39 @@ def test_the_profile_report_is_summed_into_the_fit_breakdown() -> None:
 
 def test_the_smoke_session_runs_every_step_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "session"
-    assert gpu_session.main(["--out", str(out), "--smoke", "--variants", "augment_on_device", "--repo", str(REPO)]) == 0
+    argv = ["--out", str(out), "--smoke", "--variants", "no_cuda_graphs", "--seeds", "", "--bench-runs", "bf16_graphs"]
+    assert gpu_session.main([*argv, "--repo", str(REPO), "--before", str(REPO)]) == 0
     result = json.loads((out / "session.json").read_text())
-    run = result["train"]["augment_on_device"]
-    assert run["returncode"] == 0 and "data.augment_on=device" in run["command"]
-    assert run["wall_seconds"] > run["fit_seconds"] > 0 and run["test_seconds"] >= 0 and 0 <= run["acc"] <= 1
-    assert result["device"] == "CPU" and result["smoke"] is True
-    breakdown = result["profile"]["breakdown"]
-    assert breakdown["train steps (forward, backward, optimizer)"]["seconds"] > 0
-    assert breakdown["checkpoint writes"]["seconds"] > 0
-    assert result["bench"]["auto_precision"]["train"] > 0 and result["bench"]["auto_precision"]["eval"] > 0
+    before, after, variant = (
+        result[k][n] for k, n in (("before", "seed42"), ("after", "default"), ("after", "no_cuda_graphs"))
+    )
+    assert variant["returncode"] == 0 and "model.cuda_graphs=false" in variant["command"]
+    assert after["wall_seconds"] > after["fit_seconds"] > 0 and after["test_seconds"] >= 0 and 0 <= after["acc"] <= 1
+    assert before["returncode"] == 0 and "model.cuda_graphs" not in before["command"]
+    assert result["device"] == "CPU" and result["smoke"] is True and result["skipped"] == []
+    for code in ("before", "after"):  # each profiled run's breakdown, and its report beside session.json
+        breakdown = result["profile"][code]
+        assert breakdown["train steps (forward, backward, optimizer)"]["seconds"] > 0
+        assert breakdown["checkpoint writes"]["seconds"] > 0
+        assert "FIT Profiler Report" in (out / f"profile_{code}.txt").read_text()
+    bench = result["bench"]["bf16_graphs"]
+    assert bench["train"] > 0 and bench["eval"] > 0 and bench["predict"] > 0
     table = (out / "session.md").read_text()
-    assert "| augment_on_device |" in table and "| train steps (forward, backward, optimizer) |" in table
+    assert (
+        "| after | no_cuda_graphs |" in table
+        and "| before | seed42 |" in table
+        and "| train steps (forward, backward, optimizer) |" in table
+    )
+    assert "===== exit 0" in (out / "log.txt").read_text()
+
+
+def test_a_step_that_does_not_fit_the_budget_is_skipped_and_recorded(tmp_path: Path) -> None:
+    args = gpu_session.parse_args(["--out", str(tmp_path), "--budget", "100"])
+    session = gpu_session.Session(args)
+    assert session.affords("a", 90) and not session.affords("b", 120)
+    assert session.result["skipped"] == ["b"]
 
 
 def test_an_unknown_variant_is_refused(tmp_path: Path, capsys) -> None:
     assert gpu_session.main(["--out", str(tmp_path), "--variants", "turbo", "--repo", str(REPO)]) == 2
-    assert "unknown --variants ['turbo']" in capsys.readouterr().err
+    assert "unknown --variants/--bench-runs ['turbo']" in capsys.readouterr().err

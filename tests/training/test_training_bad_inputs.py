@@ -140,7 +140,7 @@ def test_bad_config_values_stop_train_py_in_one_line(
         ("model.scheduler=step", "model.scheduler must be one of ['plateau', 'cosine', 'none']"),
         ("trainer.max_epochs=-1", "trainer.max_epochs must be an integer >= 1, got -1"),
         ("seed=-3", "seed must be null or an integer >= 0, got -3"),
-        ("data.augment_on=gpu", "data.augment_on must be one of ['cpu', 'device'], got 'gpu'"),
+        ("data.augment_on=gpu", "data.augment_on must be one of ['auto', 'cpu', 'device'], got 'gpu'"),
         (
             "data=strong_augment data.augment_on=device",
             "data.augment_on=device: GaussianBlur runs on the CPU only (data.augment_on=device supports",

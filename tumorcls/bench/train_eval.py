@@ -47,7 +47,7 @@ from tumorcls.errors import TumorclsError
 
 log = logging.getLogger(__name__)
 
-PARTS = ("train", "eval", "data", "recipe")
+PARTS = ("train", "eval", "predict", "data", "recipe")
 PRECISIONS = ("auto", "32", "bf16")
 # the tutorial: 3264 images pooled, 90 % for training of which Keras's validation_split=0.1 holds out 10 %
 RECIPE_TRAIN_IMAGES = 2643
@@ -139,13 +139,18 @@ def bench_images(args: argparse.Namespace, n: int) -> tuple[np.ndarray, np.ndarr
 # ----------------------------------------------------------------------------------------------- timing
 
 
-def build_classifier(model_name: str, size: int, channels_last: bool) -> Any:
+def build_classifier(model_name: str, size: int, channels_last: bool, cuda_graphs: bool = False) -> Any:
     """Our TumorClassifier (random weights: speed does not depend on them)."""
     from tumorcls.models.lit_module import TumorClassifier
 
     logging.getLogger("tumorcls.models.network").setLevel(logging.ERROR)  # the random-init warning is expected here
     return TumorClassifier(
-        backbone=model_name, pretrained=False, weights=None, channels_last=channels_last, input_size=size
+        backbone=model_name,
+        pretrained=False,
+        weights=None,
+        channels_last=channels_last,
+        input_size=size,
+        cuda_graphs=cuda_graphs,
     )
 
 
@@ -163,7 +168,7 @@ def host_batch(images: np.ndarray, labels: np.ndarray, batch_size: int, device: 
 
 
 def prepare_model(args: argparse.Namespace, device: torch.device) -> Any:
-    model = build_classifier(args.model, args.size, args.channels_last).to(device)
+    model = build_classifier(args.model, args.size, args.channels_last, args.cuda_graphs).to(device)
     if args.compile:
         # reduce-overhead: CUDA graphs, for small batches whose step is bound by kernel launches
         model.net = torch.compile(model.net, mode=None if args.compile_mode == "default" else args.compile_mode)
@@ -173,17 +178,58 @@ def prepare_model(args: argparse.Namespace, device: torch.device) -> Any:
 def train_step_fn(
     model: Any, optimizer: torch.optim.Optimizer, batches: Callable[[], tuple], device: torch.device, precision: str
 ) -> Callable[[], int]:
-    """One full optimizer step: host->device copy, forward, cross-entropy, backward, Adam step."""
+    """One full optimizer step: host->device copy, forward, cross-entropy, backward, Adam step (the forward
+    and backward replayed from CUDA graphs when the model was built with ``cuda_graphs``, as in training)."""
 
     def step() -> int:
         x, y = batches()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, precision):
-            logits = model(x)
+            logits = model.train_logits(x)
         loss = model._loss(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        return len(y)
+
+    return step
+
+
+def whole_step_graph_fn(
+    model: Any, batches: Callable[[], tuple], device: torch.device, precision: str
+) -> Callable[[], int]:
+    """The same step with all of it (forward, loss, backward, a capturable Adam step) recorded as one CUDA graph:
+    one launch per step, what no host-side overhead limits. Not what training runs: it measures the step's floor."""
+    if device.type != "cuda":
+        raise BenchError("--whole-step-graph needs --device cuda")
+    params = list(model.net.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-3, capturable=True, foreach=True)
+    x, y = (t.to(device) for t in batches())
+    static_x, static_y = x.clone(), y.clone()
+
+    def forward_backward_step() -> None:
+        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
+            logits = model(static_x)
+        model._loss(logits, static_y).backward()
+        optimizer.step()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capture: cuDNN picks its kernels, Adam allocates its state
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            forward_backward_step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        forward_backward_step()
+
+    def step() -> int:
+        x, y = batches()
+        static_x.copy_(x, non_blocking=True)
+        static_y.copy_(y, non_blocking=True)
+        graph.replay()
         return len(y)
 
     return step
@@ -203,7 +249,10 @@ def bench_train(ctx: PartContext) -> dict[str, Any]:
     args = ctx.args
     model = prepare_model(args, ctx.device).train()
     batch = host_batch(ctx.images, ctx.labels, args.batch_size, ctx.device)
-    step = train_step_fn(model, model.build_optimizer(), lambda: batch, ctx.device, ctx.precision)
+    if args.whole_step_graph:
+        step = whole_step_graph_fn(model, lambda: batch, ctx.device, ctx.precision)
+    else:
+        step = train_step_fn(model, model.build_optimizer(), lambda: batch, ctx.device, ctx.precision)
     return time_repeats(step, args.steps, args.warmup, args.repeats, ctx.device)
 
 
@@ -212,6 +261,23 @@ def bench_eval(ctx: PartContext) -> dict[str, Any]:
     model = prepare_model(args, ctx.device).eval()
     batch = host_batch(ctx.images, ctx.labels, args.eval_batch_size or args.batch_size, ctx.device)
     step = eval_step_fn(model, batch, ctx.device, ctx.precision)
+    return time_repeats(step, args.steps, args.warmup, args.repeats, ctx.device)
+
+
+def bench_predict(ctx: PartContext) -> dict[str, Any]:
+    """``tumorcls predict``'s model path on in-memory images: TorchPredictor.predict_proba on uint8 RGB batches
+    of ``--eval-batch-size`` (copy to the device, normalisation, the network in float32, probabilities back)."""
+    from tumorcls.inference.backends.torch_checkpoint import TorchPredictor
+
+    args = ctx.args
+    model = build_classifier(args.model, args.size, args.channels_last)
+    predictor = TorchPredictor(model, str(ctx.device))
+    n = args.eval_batch_size or args.batch_size
+    batch = np.ascontiguousarray(ctx.images[np.arange(n) % len(ctx.images)])
+
+    def step() -> int:
+        return len(predictor.predict_proba(batch))
+
     return time_repeats(step, args.steps, args.warmup, args.repeats, ctx.device)
 
 
@@ -316,6 +382,7 @@ def bench_recipe(ctx: PartContext) -> dict[str, Any]:
 PART_RUNNERS: dict[str, Callable[[PartContext], dict[str, Any]]] = {
     "train": bench_train,
     "eval": bench_eval,
+    "predict": bench_predict,
     "data": bench_data,
     "recipe": bench_recipe,
 }
@@ -349,7 +416,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     config = {k: v for k, v in vars(args).items() if k not in ("func",)}
     config.update(device=str(device), precision=ctx.precision)
     result: dict[str, Any] = {"machine": machine_info(device), "config": config}
-    if any(p in parts for p in ("train", "eval", "data")):
+    if any(p in parts for p in ("train", "eval", "predict", "data")):
         ctx.images, ctx.labels, config["images_source"] = bench_images(args, args.images)
     for part in parts:
         result[part] = run_part(ctx, part)
@@ -364,6 +431,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"GPU: {m['gpu'] or 'none'}  torch {m['torch']}  load {m['load_average']}",
         f"model {c['model']}  size {c['size']}  batch {c['batch_size']}  device {c['device']}  "
         f"precision {c['precision']}  channels_last {c['channels_last']}  compile {c['compile']}  "
+        f"cuda_graphs {c.get('cuda_graphs', False)}  "
         f"threads {m['torch_threads']}",
         f"{'part':<28}{'images/s':>12}{'peak RSS MiB':>14}{'peak GPU MiB':>14}",
     ]
@@ -372,7 +440,7 @@ def format_table(result: dict[str, Any]) -> str:
         gpu = part.get("peak_gpu_mib")
         lines.append(f"{name:<28}{rate:>12}{part['peak_rss_mib']:>14}{'-' if gpu is None else gpu:>14}")
 
-    for part in ("train", "eval"):
+    for part in ("train", "eval", "predict"):
         if part in result:
             row(part, result[part]["images_per_s"], result[part])
     if "data" in result:
@@ -399,6 +467,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument(
         "--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
+    )
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="train part: the training forward/backward as CUDA graphs"
+    )
+    parser.add_argument(
+        "--whole-step-graph",
+        action="store_true",
+        help="train part: forward, backward and Adam as one CUDA graph (the step's floor; not what training runs)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--images", type=int, default=256, help="images held in memory for train/eval/data")

@@ -9,6 +9,7 @@ import os
 import sys
 
 from tumorcls.errors import TumorclsError
+from tumorcls.update_checks import skip_update_checks
 
 # subcommand -> module exposing ``add_arguments(parser)`` and ``run(args) -> int`` and a docstring
 SUBCOMMANDS: dict[str, str] = {
@@ -21,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    skip_update_checks()  # before a subcommand imports albumentations (why: tumorcls.update_checks)
     parser = argparse.ArgumentParser(prog="tumorcls", description="Brain MRI tumour classification tools")
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}

@@ -36,7 +36,7 @@ from torchvision.transforms.v2 import functional as TF
 from tumorcls.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_augmentation
 from tumorcls.errors import TumorclsError
 
-AUGMENT_ON = ("cpu", "device")
+AUGMENT_ON = ("auto", "cpu", "device")
 BatchStep = Callable[[torch.Tensor], torch.Tensor]  # float N x 3 x H x W in 0..255 -> the same
 
 
@@ -173,6 +173,14 @@ def unsupported_augmentations(augmentations: Sequence[Any]) -> str | None:
         if reason:
             return reason
     return None
+
+
+def resolve_augment_on(augment_on: str, augmentations: Sequence[Any], on_cuda: bool) -> str:
+    """``auto``: ``device`` when training runs on CUDA and the policy has a device implementation (the CPU
+    workers then leave the loop), else ``cpu``; ``cpu`` and ``device`` stay as they are."""
+    if augment_on != "auto":
+        return augment_on
+    return "device" if on_cuda and unsupported_augmentations(augmentations) is None else "cpu"
 
 
 def _channel_tensor(values: Sequence[float], device: torch.device) -> torch.Tensor:

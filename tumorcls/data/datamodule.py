@@ -13,9 +13,9 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
-from tumorcls.data.batch_augment import AUGMENT_ON, BatchAugment
+from tumorcls.data.batch_augment import AUGMENT_ON, BatchAugment, resolve_augment_on
 from tumorcls.data.cache import DecodedImages, decode_records
 from tumorcls.data.decode import DEFAULT_MAX_PIXELS, DecodeOptions
 from tumorcls.data.hashing import duplicate_groups
@@ -29,12 +29,13 @@ from tumorcls.labels import CLASS_NAMES
 log = logging.getLogger(__name__)
 
 
-def resolve_num_workers(num_workers: int | str) -> int:
+def resolve_num_workers(num_workers: int | str, augment_on: str = "cpu") -> int:
     """``auto``: no worker processes on CPU-only machines, where augmentation costs far less than a
-    training step and workers only steal cores from it; up to 8 when a GPU has to be fed."""
+    training step and workers only steal cores from it, nor with ``augment_on=device``, where a batch is one
+    array slice; up to 8 when a GPU has to be fed by CPU augmentation."""
     if num_workers != "auto":
         return int(num_workers)
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() or augment_on == "device":
         return 0
     return min(8, max(1, (os.cpu_count() or 2) - 1))
 
@@ -54,6 +55,10 @@ class Uint8ToTensor:
     def __call__(self, image: np.ndarray) -> dict[str, torch.Tensor]:
         return {"image": torch.from_numpy(image).permute(2, 0, 1)}
 
+    def batch(self, images: np.ndarray) -> torch.Tensor:
+        """N x H x W x 3 -> uint8 N x 3 x H x W (channels-last memory: the layout the network runs in)."""
+        return torch.from_numpy(images).permute(0, 3, 1, 2)
+
     def set_random_seed(self, seed: int) -> None:
         """Nothing random runs here (same interface as A.Compose)."""
 
@@ -71,6 +76,30 @@ class ArrayDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.transform(image=self.images[i])["image"], int(self.labels[i])
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]] | CollatedBatch:
+        """A whole batch (the DataLoader asks for one at a time): one array slice when the transform works on
+        batches (``augment_on=device``), else the items one by one."""
+        if not hasattr(self.transform, "batch"):
+            return [self[i] for i in indices]
+        idx = np.asarray(indices)
+        return CollatedBatch((self.transform.batch(self.images[idx]), torch.from_numpy(self.labels[idx]).long()))
+
+
+class CollatedBatch(tuple):
+    """(images, labels) already stacked by ``ArrayDataset.__getitems__``."""
+
+
+def collate(items: list[tuple[torch.Tensor, int]] | CollatedBatch) -> Any:
+    """The loaders' collate_fn: a CollatedBatch as a list (as default_collate returns), anything else stacked."""
+    return list(items) if isinstance(items, CollatedBatch) else default_collate(items)
+
+
+def _resolved_augment_on(augment_on: str, augmentations: Sequence[Any]) -> str:
+    """``cpu`` or ``device`` (``auto``: device when CUDA is available and the policy runs there); one line else."""
+    if augment_on not in AUGMENT_ON:
+        raise DatasetError(f"unknown data.augment_on {augment_on!r}; choose one of {list(AUGMENT_ON)}")
+    return resolve_augment_on(augment_on, augmentations, torch.cuda.is_available())
 
 
 def _decode_options(
@@ -121,14 +150,13 @@ class TumorDataModule(L.LightningDataModule):
         super().__init__()
         if protocol not in PROTOCOLS:
             raise DatasetError(f"unknown data.protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
-        if augment_on not in AUGMENT_ON:
-            raise DatasetError(f"unknown data.augment_on {augment_on!r}; choose one of {list(AUGMENT_ON)}")
+        augment_on = _resolved_augment_on(augment_on, train_augmentations)
         self.root = Path(root).expanduser()
         self.protocol = protocol
         self.size = size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = resolve_num_workers(num_workers)
+        self.num_workers = resolve_num_workers(num_workers, augment_on)
         self.pin_memory = pin_memory
         self.split_seed = split_seed
         self.test_fraction = test_fraction
@@ -219,6 +247,7 @@ class TumorDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=pin,
+            collate_fn=collate,
             persistent_workers=self.num_workers > 0,
             worker_init_fn=_seed_worker_transform if self.num_workers > 0 else None,
         )

@@ -22,6 +22,7 @@ from torchmetrics.classification import (
 
 from tumorcls.errors import TrainingDivergedError
 from tumorcls.labels import CLASS_NAMES
+from tumorcls.models.cuda_graphs import GraphedTraining
 from tumorcls.models.network import create_network
 from tumorcls.models.optim import build_optimizer, build_scheduler
 from tumorcls.models.settings import ModelSettings
@@ -73,6 +74,7 @@ class TumorClassifier(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         compile_mode: str | None = None,
+        cuda_graphs: bool = False,
         input_size: int = 150,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
@@ -93,6 +95,8 @@ class TumorClassifier(L.LightningModule):
         self.net, self.weights_source = create_network(arch.backbone, num_classes, arch.drop_rate, pretrained, weights)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        # outside the module registry (not state): the training forward, through CUDA graphs when asked for
+        object.__setattr__(self, "_train_forward", GraphedTraining(self.net, self.settings.runtime.cuda_graphs))
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_metrics = _metrics(num_classes).clone(prefix="val/")
         self.test_metrics = _metrics(num_classes).clone(prefix="test/")
@@ -110,9 +114,17 @@ class TumorClassifier(L.LightningModule):
             object.__setattr__(self, "_compiled_net", torch.compile(self.net, mode=runtime.compile_mode))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.settings.runtime.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self._memory_format(x)
         return self.__dict__.get("_compiled_net", self.net)(x)
+
+    def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.settings.runtime.channels_last else x
+
+    def train_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a training step: as ``forward``, but replayed from CUDA graphs with ``cuda_graphs``."""
+        if "_compiled_net" in self.__dict__:
+            return self(x)
+        return self._train_forward(self._memory_format(x))
 
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for validation/test; with ``tta`` the mean of the image's and its mirror image's logits."""
@@ -125,6 +137,7 @@ class TumorClassifier(L.LightningModule):
         """A short frozen-backbone warm-up: only the new head learns for ``freeze_backbone_epochs`` epochs
         (BatchNorm statistics stay frozen too), so its random start does not disturb the pretrained features."""
         frozen = self.current_epoch < self.settings.recipe.freeze_backbone_epochs
+        self._train_forward.allowed = not frozen
         self.net.backbone.requires_grad_(not frozen)
         if frozen:
             self.net.backbone.eval()
@@ -134,7 +147,7 @@ class TumorClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
+        logits = self.train_logits(x)
         loss = self._loss(logits, y)
         self._unchecked_losses.append((loss.detach(), self.current_epoch, self.global_step))
         if len(self._unchecked_losses) >= FINITE_CHECK_EVERY:

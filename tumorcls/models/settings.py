@@ -48,12 +48,14 @@ class RecipeSettings:
 
 @dataclass(frozen=True)
 class RuntimeSettings:
-    """How the network runs: flip TTA for validation/test logits, memory layout, torch.compile."""
+    """How the network runs: flip TTA for validation/test logits, memory layout, torch.compile, CUDA graphs
+    of the training step (models.cuda_graphs)."""
 
     tta: bool = False
     channels_last: bool = False
     compile: bool = False
     compile_mode: str | None = None
+    cuda_graphs: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,11 @@ class ModelSettings:
             ),
             recipe=RecipeSettings(flat["label_smoothing"], flat["freeze_backbone_epochs"]),
             runtime=RuntimeSettings(
-                bool(flat["tta"]), bool(flat["channels_last"]), bool(flat["compile"]), flat["compile_mode"]
+                bool(flat["tta"]),
+                bool(flat["channels_last"]),
+                bool(flat["compile"]),
+                flat["compile_mode"],
+                bool(flat.get("cuda_graphs", False)),
             ),
         )
 

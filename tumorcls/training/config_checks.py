@@ -117,6 +117,7 @@ RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "model.label_smoothing": RATE,
     "model.backbone_lr_mult": number(0.0, 1.0),
     "model.freeze_backbone_epochs": integer(0),
+    "model.cuda_graphs": one_of("auto", True, False),
     "trainer.max_epochs": integer(1),
 }
 

@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-from tumorcls.data.datamodule import TumorDataModule
+from tumorcls.data.datamodule import TumorDataModule, collate
 from tumorcls.evaluation.artifacts import write_artifacts
 from tumorcls.evaluation.calibration import calibrate_checkpoint_on_loader, collect_logits
 from tumorcls.models.checkpoint import load_checkpoint
@@ -20,7 +20,7 @@ from tumorcls.training.layout import RunLayout
 
 def whole_split_loader(datamodule: TumorDataModule, split: str) -> DataLoader:
     """The whole split in its order: under DDP the data module's own loaders hold one rank's share only."""
-    return DataLoader(datamodule.datasets[split], batch_size=datamodule.eval_batch_size)
+    return DataLoader(datamodule.datasets[split], batch_size=datamodule.eval_batch_size, collate_fn=collate)
 
 
 def split_paths(datamodule: TumorDataModule, split: str) -> list[Path]:
