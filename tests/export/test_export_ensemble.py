@@ -1,7 +1,8 @@
 """``python export.py ckpt=[a.ckpt,b.ckpt] format=onnx out=...``: one ONNX file whose graph averages the members'
 probabilities (each at its own temperature), checked against the mean of their PyTorch probabilities, with every
-member in its metadata; it loads as an ordinary ONNX model. Other formats, a missing out= and members that
-disagree on the contract are refused in one line, before anything is written."""
+member in its metadata; it loads as an ordinary ONNX model; format=all (the default) is that one file. Other
+formats, a missing out=, a member given twice and members that disagree on the contract are refused in one line,
+before anything is written."""
 
 from __future__ import annotations
 
@@ -76,6 +77,12 @@ def test_the_metadata_names_every_member_and_the_shared_contract(exported: Expor
     assert [m["run_dir"] for m in ensemble["members"]] == [str(p.parent.parent.resolve()) for p in members]
 
 
+def test_format_all_of_an_ensemble_is_its_one_onnx_file(members: list[Path], synthetic_root: Path, tmp_path: Path):
+    out = tmp_path / "all.onnx"
+    (result,) = export_checkpoint(members, "all", out=out, data_root=synthetic_root, n_check=4)
+    assert (result.format, result.path) == ("onnx", str(out)) and sorted(tmp_path.iterdir()) == [out]
+
+
 def test_export_py_takes_the_hydra_list_syntax(members: list[Path], synthetic_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli.onnx"
     ckpt = f"ckpt=[{members[0]},{members[1]}]"
@@ -92,17 +99,23 @@ def test_export_py_takes_the_hydra_list_syntax(members: list[Path], synthetic_ro
     [
         ("keras", "e.h5", "an ensemble of 2 checkpoints exports to ONNX only: format=onnx, not keras"),
         ("onnx_int8", "e.onnx", "an ensemble of 2 checkpoints exports to ONNX only: format=onnx, not onnx_int8"),
-        ("all", "folder", "an ensemble of 2 checkpoints exports to ONNX only: format=onnx, not all"),
         ("onnx", None, "an ensemble has no run folder of its own: give the file to write, out=<name>.onnx"),
+        ("all", None, "an ensemble has no run folder of its own: give the file to write, out=<name>.onnx"),
+        (
+            "twice",
+            "e.onnx",
+            "ensemble member '{0}' is given twice; give each file once (each counts once in the mean)",
+        ),
     ],
-    ids=["keras", "onnx_int8", "all", "no_out"],
+    ids=["keras", "onnx_int8", "no_out", "all_no_out", "twice"],
 )
 def test_what_an_ensemble_cannot_export_is_refused_in_one_line(
     members: list[Path], tmp_path: Path, fmt: str, out: str | None, message: str
 ) -> None:
+    ckpts = [*members, members[0]] if fmt == "twice" else members
     with pytest.raises(ExportError) as refused:
-        export_checkpoint(members, fmt, out=tmp_path / out if out else None)
-    assert str(refused.value) == message
+        export_checkpoint(ckpts, "onnx" if fmt == "twice" else fmt, out=tmp_path / out if out else None)
+    assert str(refused.value) == message.format(members[0])
     assert list(tmp_path.iterdir()) == [] and not (members[0].parent.parent / "export").exists()
 
 

@@ -1,6 +1,6 @@
 """An ensemble of models is one model: `tumorcls predict --model a --model b` answers the mean of the members'
 calibrated probabilities (any mix of backends, TTA and Grad-CAM included), members that disagree on the contract
-are refused in one line, and --out never replaces a member."""
+and a file given twice are refused in one line, and --out never replaces a member."""
 
 from __future__ import annotations
 
@@ -142,3 +142,13 @@ def test_out_never_replaces_any_member(members, images, tmp_path: Path, capsys) 
     out = tmp_path / "predictions.csv"
     args = ["predict", str(images[0]), "--model", str(members[0]), "--model", str(members[1]), "--csv"]
     assert main([*args, "--out", str(out), "--quiet"]) == 0 and out.read_text().startswith("path,predicted")
+
+
+def test_a_file_given_twice_is_refused_in_one_line(members, images, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(members[0].parent)
+    same = f"./{members[0].name}"  # the same file by another spelling
+    args = ["predict", str(images[0]), "--model", str(members[0]), "--model", str(members[1]), "--model", same]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    reason = "is given twice; give each file once (each counts once in the mean)"
+    assert err == [f"error: ensemble member '{members[0].name}' {reason}"]  # ./ is dropped, as Path drops it

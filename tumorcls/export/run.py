@@ -38,6 +38,7 @@ from tumorcls.export.spec import (
 )
 from tumorcls.export.to_onnx import MIN_OPSET, ExportModel, export_onnx
 from tumorcls.inference.backends import ModelFileError, OnnxPredictor, Predictor, TorchPredictor
+from tumorcls.inference.backends.ensemble import repeated_member
 from tumorcls.models.checkpoint import CheckpointInfo
 from tumorcls.models.lit_module import TumorClassifier
 from tumorcls.training.layout import RunLayout
@@ -370,6 +371,9 @@ def checkpoint_list(ckpt: CheckpointArg) -> list[str | Path]:
     items = [ckpt] if isinstance(ckpt, str | Path) else list(ckpt or [])
     if not items or not all(items):
         raise ExportError("no checkpoint given: python export.py ckpt=<run>/checkpoints/best.ckpt [format=onnx]")
+    repeated = repeated_member(items)
+    if repeated:
+        raise ExportError(repeated)
     return items
 
 
@@ -379,8 +383,8 @@ def load_models(
     """One checkpoint, or an ensemble's members (ONNX only, to an ``out`` file; they must share the contract)."""
     if len(ckpts) == 1:
         return load_for_export(ckpts[0])
-    if tuple(formats) != ("onnx",):
-        shown = "all" if tuple(formats) == ALL_FORMATS else formats[0]
+    if tuple(formats) != ("onnx",):  # format=all became ("onnx",) in plan_export
+        shown = formats[0]
         raise ExportError(f"an ensemble of {len(ckpts)} checkpoints exports to ONNX only: format=onnx, not {shown}")
     if out is None or str(out) == "":
         raise ExportError("an ensemble has no run folder of its own: give the file to write, out=<name>.onnx")
@@ -400,6 +404,8 @@ def plan_export(
     """Check the options, load the checkpoint(s), refuse unwritable targets, gather the images."""
     ckpts = checkpoint_list(ckpt)
     formats = resolve_formats(fmt)
+    if len(ckpts) > 1 and formats == ALL_FORMATS:
+        formats = ("onnx",)  # all the formats an ensemble has
     if n_check < 1:
         raise ExportError(f"n_check must be at least 1, got {n_check}")
     if opset < MIN_OPSET:

@@ -4,7 +4,8 @@ The members are any mix of backends (checkpoints, ONNX, Keras), e.g. the seeds o
 gives its own calibrated probabilities (its own temperature included) and the ensemble answers their arithmetic
 mean. They must share the contract a caller decodes with: the class names in the same order, the input size and
 the preprocessing (``crop``, ``intensity``); a member that differs is refused in one line. The contract check is
-shared with the ONNX export of an ensemble (:func:`contract_difference`).
+shared with the ONNX export of an ensemble (:func:`contract_difference`), and so is the refusal of a file given twice
+(:func:`repeated_member`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,18 @@ def contract_difference(first: Any, other: Any) -> str | None:
             mine, theirs = list(mine), list(theirs)
         if mine != theirs:
             return f"{words} {theirs}, not {mine}"
+    return None
+
+
+def repeated_member(paths: Sequence[str | Path]) -> str | None:
+    """The one line refusing a file given twice as a member (it would count twice in the mean); None when every
+    path (resolved, so ``a.ckpt`` and ``./a.ckpt`` are one file) is given once."""
+    seen: set[Path] = set()
+    for path in paths:
+        resolved = Path(path).expanduser().resolve()
+        if resolved in seen:
+            return f"ensemble member '{path}' is given twice; give each file once (each counts once in the mean)"
+        seen.add(resolved)
     return None
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tumorcls.inference.backends.base import ModelFileError, Predictor
-from tumorcls.inference.backends.ensemble import combine
+from tumorcls.inference.backends.ensemble import combine, repeated_member
 from tumorcls.inference.backends.keras_h5 import KerasPredictor
 from tumorcls.inference.backends.onnx_runtime import OnnxPredictor
 from tumorcls.inference.backends.torch_checkpoint import TorchPredictor
@@ -32,10 +32,13 @@ def load_predictor(path: str | Path, device: str = "cpu", threads: int | None = 
 
 
 def model_paths(model: ModelPaths) -> list[Path]:
-    """The model file(s) as a list: ``[path]`` for one file, the members in order for several."""
+    """The model file(s) as a list: ``[path]`` for one file, the members in order for several (each once)."""
     paths = [Path(model)] if isinstance(model, str | Path) else [Path(p) for p in model]
     if not paths:
         raise ModelFileError("no model file given")
+    repeated = repeated_member(paths)
+    if repeated:
+        raise ModelFileError(repeated)
     return paths
 
 
