@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch._dynamo  # noqa: F401 - before TensorFlow: importing it after TensorFlow 2.21 segfaults
 
-from tests.helpers.head_images import PREPROCESS, head_files, preprocessed_checkpoint
+from tests.helpers.head_images import MODEL_OPTIONS, PREPROCESS, head_files, preprocessed_checkpoint
+from tests.helpers.head_images import MODEL_SIZE as SIZE
 from tumorcls.data.decode import DecodeOptions, read_image
 from tumorcls.errors import ExportError
 from tumorcls.export import run as export_run
@@ -22,9 +23,6 @@ from tumorcls.export.run import export_checkpoint
 from tumorcls.export.spec import load_for_export, read_metadata
 from tumorcls.inference.backends import load_predictor
 from tumorcls.labels import CLASS_NAMES
-
-SIZE = 64
-MODEL_OPTIONS = DecodeOptions(size=SIZE, **PREPROCESS)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,11 @@ import numpy as np
 from PIL import Image
 
 from tests.helpers.export_fixtures import make_checkpoint
+from tumorcls.data.decode import DecodeOptions
 
 PREPROCESS = {"crop": "head", "intensity": "equalize"}
+MODEL_SIZE = 64  # the input side of the preprocessed checkpoint
+MODEL_OPTIONS = DecodeOptions(size=MODEL_SIZE, **PREPROCESS)  # how a file becomes its pixels
 HEIGHT, WIDTH = 200, 300
 CENTRE = (110, 190)  # (row, col) of the head
 RADIUS = 60
@@ -56,6 +59,6 @@ def head_files(folder: Path, n: int = 4) -> list[Path]:
     return files
 
 
-def preprocessed_checkpoint(run_dir: Path, size: int = 64, seed: int = 0) -> Path:
+def preprocessed_checkpoint(run_dir: Path, size: int = MODEL_SIZE, seed: int = 0) -> Path:
     """``run_dir/checkpoints/best.ckpt`` of a tiny model trained with the head crop and equalisation."""
     return make_checkpoint(run_dir, size=size, seed=seed, **PREPROCESS)

@@ -11,16 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.head_images import PREPROCESS, head_files, preprocessed_checkpoint
+from tests.helpers.head_images import MODEL_OPTIONS, PREPROCESS, head_files, preprocessed_checkpoint
+from tests.helpers.head_images import MODEL_SIZE as SIZE
 from tests.helpers.inference_fixtures import four_class_metadata, onnx_classifier
 from tumorcls.cli.main import main
 from tumorcls.data.decode import DecodeOptions, load_image, prepare_rgb, read_image
 from tumorcls.inference.backends import ModelFileError, TorchPredictor, load_predictor
 from tumorcls.inference.batching import iter_batches
 from tumorcls.labels import CLASS_NAMES
-
-SIZE = 64
-MODEL_OPTIONS = DecodeOptions(size=SIZE, **PREPROCESS)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.helpers.head_images import PREPROCESS, head_files, preprocessed_checkpoint
+from tests.helpers.head_images import MODEL_OPTIONS, head_files, preprocessed_checkpoint
+from tests.helpers.head_images import MODEL_SIZE as SIZE
 from tests.helpers.serve_inputs import predict_path_probabilities
 from tumorcls.data.decode import DecodeOptions, read_image
 from tumorcls.inference import load_predictor
@@ -20,9 +21,6 @@ from tumorcls.serve.engine import InferenceEngine
 from tumorcls.serve.explain import CamOverlays
 from tumorcls.serve.model_card import describe_model, model_markdown
 from tumorcls.serve.page import DISPLAY_SIDE, PageHandlers
-
-SIZE = 64
-MODEL_OPTIONS = DecodeOptions(size=SIZE, **PREPROCESS)
 
 
 @pytest.fixture(scope="module")

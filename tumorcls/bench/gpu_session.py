@@ -171,7 +171,7 @@ def train_run(session: Session, repo: Path, name: str, overrides: list[str], pro
         staged = sum(result.get(k) or 0.0 for k in STAGES)
         result["rest_seconds"] = round(result["wall_seconds"] - staged, 2)  # imports, artifacts, start-up
         machine = metrics.get("machine") or {}
-        session.result["device"] = machine.get("cuda") or machine.get("gpu") or "CPU"
+        session.result["device"] = machine.get("cuda") or "CPU"
         if profile:
             result["breakdown"] = profile_breakdown(run_dir / "profile", result, session.out / f"profile_{profile}.txt")
     return result
