@@ -87,15 +87,118 @@ def test_imports_are_resolved_including_lazy_and_relative_ones() -> None:
     assert {"os", "tumorcls.data.sibling", "tumorcls.bench.peer", "tensorflow"} <= names
 
 
-def test_no_product_module_imports_the_benchmarks() -> None:
-    offenders = [
-        f"{path.relative_to(PACKAGE.parent)} imports {name}"
-        for path, tree in modules()
-        if not is_bench(path)
-        for name in sorted(imported_names(tree, path))
-        if name == "tumorcls.bench" or name.startswith("tumorcls.bench.")
+# The stages, bottom to top, and what each may import besides itself. "core" is the top-level modules that every
+# stage shares (errors, labels, atomic writes, the device resolver, the numpy softmax, the run-folder layout...);
+# "model_file" is the contract a model file carries, written by export and read by inference.
+CORE = "core"
+LAYERS: dict[str, frozenset[str]] = {
+    CORE: frozenset(),
+    "data": frozenset({CORE}),
+    "model_file": frozenset({CORE, "data"}),
+    "models": frozenset({CORE, "data"}),
+    "inference": frozenset({CORE, "data", "model_file", "models"}),
+    "evaluation": frozenset({CORE, "data", "models", "inference"}),
+    "training": frozenset({CORE, "data", "models", "evaluation"}),
+    "export": frozenset({CORE, "data", "model_file", "models", "inference"}),
+    "serve": frozenset({CORE, "data", "model_file", "inference"}),
+    "cli": frozenset({CORE, "data", "model_file", "inference", "evaluation", "serve"}),
+}
+LAYERS["bench"] = frozenset(LAYERS) - {"bench", "cli"}  # measures every stage; nothing imports it
+
+
+def stage_of(module: str) -> str:
+    """``tumorcls.inference.backends.base`` -> ``inference``; a top-level module is core unless it is a stage."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return CORE
+    return parts[1] if parts[1] in LAYERS else CORE
+
+
+def layering_violations(imports: dict[str, set[str]], known: set[str]) -> list[str]:
+    """``module imports name`` for every import of a tumorcls module that the table does not allow."""
+    found = []
+    for module, names in sorted(imports.items()):
+        stage = stage_of(module)
+        for name in sorted(names):
+            target = name if name in known else name.rpartition(".")[0]
+            if target not in known:
+                continue
+            other = stage_of(target)
+            if other != stage and other not in LAYERS[stage]:
+                found.append(f"{module} ({stage}) imports {target} ({other})")
+    return found
+
+
+def product_imports() -> tuple[dict[str, set[str]], set[str]]:
+    imports = {module_name(path): imported_names(tree, path) for path, tree in modules()}
+    return imports, set(imports)
+
+
+def test_every_stage_imports_only_what_the_layer_table_allows() -> None:
+    imports, known = product_imports()
+    assert {stage_of(m) for m in known} == set(LAYERS)  # every stage of the table exists, and nothing else
+    assert layering_violations(imports, known) == []
+
+
+def test_the_layer_table_catches_an_upward_import() -> None:
+    known = {"tumorcls.inference.predict", "tumorcls.export.run", "tumorcls.errors", "tumorcls.model_file"}
+    imports = {
+        "tumorcls.inference.predict": {"tumorcls.export.run", "tumorcls.errors", "tumorcls.model_file.read_metadata"},
+        "tumorcls.model_file": {"tumorcls.export.run.export_checkpoint"},
+    }
+    assert layering_violations(imports, known) == [
+        "tumorcls.inference.predict (inference) imports tumorcls.export.run (export)",
+        "tumorcls.model_file (model_file) imports tumorcls.export.run (export)",
     ]
-    assert offenders == []
+
+
+def import_cycles(imports: dict[str, set[str]], known: set[str]) -> list[list[str]]:
+    """Groups of modules that import each other, directly or round a loop (package ``__init__`` re-exports left
+    out: a package imports its own modules by design); each group sorted."""
+    graph = {m: {n for n in names if n in known and n != m and not _is_package(n)} for m, names in imports.items()}
+    graph = {m: targets for m, targets in graph.items() if not _is_package(m)}
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in order:
+            visit(v)
+    return sorted(cycles)
+
+
+def _is_package(module: str) -> bool:
+    return (PACKAGE.parent / Path(*module.split(".")) / "__init__.py").exists()
+
+
+def test_no_two_modules_import_each_other() -> None:
+    assert import_cycles(*product_imports()) == []
+
+
+def test_the_cycle_check_sees_a_lazy_loop() -> None:
+    known = {"tumorcls.inference.gradcam", "tumorcls.inference.backends.torch_checkpoint", "tumorcls.errors"}
+    imports = {
+        "tumorcls.inference.gradcam": {"tumorcls.inference.backends.torch_checkpoint", "tumorcls.errors"},
+        "tumorcls.inference.backends.torch_checkpoint": {"tumorcls.inference.gradcam"},
+    }
+    assert import_cycles(imports, known) == [sorted(known - {"tumorcls.errors"})]
 
 
 def test_only_the_keras_modules_import_tensorflow_or_keras() -> None:

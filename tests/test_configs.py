@@ -16,9 +16,9 @@ from tests.helpers.paths import CONF
 from tumorcls.data.datamodule import TumorDataModule
 from tumorcls.labels import CLASS_NAMES
 from tumorcls.models.lit_module import TumorClassifier
+from tumorcls.run_layout import RunLayout
 from tumorcls.training.build import build_callbacks, build_datamodule, build_model, build_trainer
 from tumorcls.training.config_checks import check_config
-from tumorcls.training.layout import RunLayout
 from tumorcls.training.loggers import build_loggers
 
 GROUPS = ("data", "model", "trainer", "callbacks", "logger", "experiment", "hparams_search", "debug")

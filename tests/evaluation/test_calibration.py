@@ -22,7 +22,7 @@ from tumorcls.evaluation.calibration import (
 )
 from tumorcls.inference.backends import TorchPredictor, load_predictor
 from tumorcls.models.checkpoint import CHECKPOINT_KEY, load_checkpoint
-from tumorcls.models.probabilities import softmax
+from tumorcls.probabilities import softmax
 
 
 def test_ece_by_hand() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from tumorcls.evaluation.artifacts import write_artifacts
 from tumorcls.evaluation.calibration import expected_calibration_error, reliability_bins
-from tumorcls.models.probabilities import softmax
+from tumorcls.probabilities import softmax
 
 PNG = b"\x89PNG\r\n\x1a\n"
 NAMES = ["glioma_tumor", "no_tumor", "meningioma_tumor", "pituitary_tumor"]

@@ -14,7 +14,7 @@ from tests.helpers.export_fixtures import make_checkpoint
 from tumorcls.atomic_io import atomic_write, atomic_write_bytes, atomic_write_text, check_writable
 from tumorcls.errors import ExportError, OutputError
 from tumorcls.export.run import export_checkpoint
-from tumorcls.export.spec import ExportSpec
+from tumorcls.model_file import ExportSpec
 
 DEAD_PID = 999_999_999  # above Linux's pid_max (4194304): no process has it
 

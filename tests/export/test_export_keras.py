@@ -21,6 +21,7 @@ from tumorcls.export import run as export_run  # noqa: E402
 from tumorcls.export import to_keras as export_keras  # noqa: E402
 from tumorcls.export.run import export_checkpoint, torch_probabilities  # noqa: E402
 from tumorcls.export.spec import spec_for  # noqa: E402
+from tumorcls.export.static_graph import same_padding  # noqa: E402
 from tumorcls.export.to_keras import build_keras_model  # noqa: E402
 from tumorcls.inference.backends import load_predictor  # noqa: E402
 from tumorcls.inference.backends.keras_h5 import keras_probabilities, load_keras_model  # noqa: E402
@@ -112,12 +113,6 @@ def test_failed_parity_writes_nothing(run_dir: Path, tmp_path: Path, monkeypatch
     assert list(tmp_path.iterdir()) == []  # neither the final name nor a staged temporary
 
 
-def test_same_padding_arithmetic() -> None:
-    assert export_keras._same_pads(150, 3, 2, 1) == (0, 1)  # TF puts the odd pixel after
-    assert export_keras._same_pads(75, 5, 2, 1) == (2, 2)
-    assert export_keras._same_pads(19, 3, 1, 1) == (1, 1)
-
-
 def _effnet(backbone: str) -> TumorClassifier:
     return perturb(TumorClassifier(backbone=backbone, input_size=150), seed=7, head_scale=30.0)
 
@@ -147,7 +142,7 @@ def test_wrong_padding_would_be_caught(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def tf_same(conv, hw):  # noqa: ANN001, ANN202 - stands in for _torch_pads
         k, s, d = conv.kernel_size, conv.stride, conv.dilation
-        return export_keras._same_pads(hw[0], k[0], s[0], d[0]), export_keras._same_pads(hw[1], k[1], s[1], d[1])
+        return same_padding(hw[0], k[0], s[0], d[0]), same_padding(hw[1], k[1], s[1], d[1])
 
     monkeypatch.setattr(export_keras, "_torch_pads", tf_same)
     keras_model = build_keras_model(model, spec_for(model))

@@ -20,9 +20,10 @@ from tumorcls.data.decode import DecodeOptions, read_image
 from tumorcls.errors import ExportError
 from tumorcls.export import run as export_run
 from tumorcls.export.run import export_checkpoint
-from tumorcls.export.spec import load_for_export, read_metadata
+from tumorcls.export.spec import load_for_export
 from tumorcls.inference.backends import load_predictor
 from tumorcls.labels import CLASS_NAMES
+from tumorcls.model_file import read_metadata
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ def mark_quadrant(label: int) -> tuple[bool, bool]:
 def test_cam_peaks_in_the_quadrant_of_the_class_mark(ckpt: Path) -> None:
     predictor = load_predictor(ckpt)
     images, labels = synthetic_batch(4, seed=1000)  # unseen images, 4 per class
-    cams = GradCamExplainer(predictor, LAYER)(images, labels)
+    cams = GradCamExplainer(predictor.model.net, predictor.preprocess, LAYER)(images, labels)
     assert cams.shape == (16, SIDE, SIDE) and cams.min() >= 0.0 and cams.max() <= 1.0
     hits = [quadrant(*cam_peak(c), SIDE) == mark_quadrant(int(y)) for c, y in zip(cams, labels)]
     assert sum(hits) >= 14, f"CAM peak in the mark's quadrant for {sum(hits)}/16 images (chance: 4)"

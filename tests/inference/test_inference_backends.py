@@ -13,10 +13,11 @@ import pytest
 from tests.helpers.export_fixtures import make_checkpoint
 from tests.helpers.inference_fixtures import onnx_classifier
 from tumorcls.export import to_keras, to_onnx
-from tumorcls.export.spec import h5_attributes, read_h5_metadata, read_metadata, spec_for
+from tumorcls.export.spec import spec_for
 from tumorcls.inference import Predictor, load_predictor, predict_batch
 from tumorcls.inference.backends import BACKENDS, KerasPredictor, OnnxPredictor, TorchPredictor
 from tumorcls.labels import CLASS_NAMES
+from tumorcls.model_file import h5_attributes, read_h5_metadata, read_metadata
 from tumorcls.models.checkpoint import load_checkpoint
 
 

@@ -13,9 +13,9 @@ import torch
 
 from tests.test_configs import compose_with
 from tumorcls.data.datamodule import ArrayDataset, CollatedBatch, TumorDataModule, Uint8ToTensor, collate
+from tumorcls.run_layout import RunLayout
 from tumorcls.training.build import build_datamodule, build_model, single_cuda_device
 from tumorcls.training.config_checks import ConfigError, check_config
-from tumorcls.training.layout import RunLayout
 
 
 @pytest.mark.parametrize(

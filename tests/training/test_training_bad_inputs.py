@@ -21,9 +21,9 @@ from tests.helpers.train_runs import small_run_args
 from tumorcls.data import download
 from tumorcls.data.download import DEFAULT_DATA_ROOT, ensure_dataset
 from tumorcls.errors import CheckpointError, DatasetError
+from tumorcls.run_layout import RunLayout
 from tumorcls.training.build import build_callbacks
 from tumorcls.training.config_checks import ConfigError, check_config
-from tumorcls.training.layout import RunLayout
 from tumorcls.training.resume import checked_resume_path
 from tumorcls.training.run_lock import RunFolderBusyError, run_folder_lock
 
@@ -72,7 +72,7 @@ def test_the_run_folder_lock_is_exclusive_and_released_when_its_holder_dies(tmp_
         [
             sys.executable,
             "-c",
-            "import sys, time; from tumorcls.training.layout import RunLayout;"
+            "import sys, time; from tumorcls.run_layout import RunLayout;"
             "from tumorcls.training.run_lock import run_folder_lock\n"
             f"with run_folder_lock(RunLayout({str(layout.root)!r})):\n"
             "    print('locked', flush=True); time.sleep(300)",

@@ -29,7 +29,7 @@ from tumorcls.export.run import export_checkpoint
 from tumorcls.export.spec import load_for_export
 from tumorcls.export.to_onnx import probability_model
 from tumorcls.inference.backends import OnnxPredictor
-from tumorcls.training.layout import RunLayout
+from tumorcls.run_layout import RunLayout
 
 log = logging.getLogger(__name__)
 

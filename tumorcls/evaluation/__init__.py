@@ -1,14 +1,17 @@
 """Evaluation: metrics, calibration, reports, figures, the one artifact writer and the standalone ``evaluate``
-loop. Public names are re-exported lazily (see tumorcls.lazy_exports)."""
+loop."""
 
-from tumorcls.lazy_exports import lazy_exports
+from tumorcls.evaluation.artifacts import write_artifacts
+from tumorcls.evaluation.calibration import calibrate_checkpoint, expected_calibration_error, fit_temperature
+from tumorcls.evaluation.evaluate import evaluate_dataset
+from tumorcls.evaluation.reports import classification_report, summary_metrics
 
-__all__, __getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "artifacts": ("write_artifacts",),
-        "evaluate": ("evaluate_dataset",),
-        "calibration": ("expected_calibration_error", "fit_temperature", "calibrate_checkpoint"),
-        "reports": ("summary_metrics", "classification_report"),
-    },
-)
+__all__ = [
+    "calibrate_checkpoint",
+    "classification_report",
+    "evaluate_dataset",
+    "expected_calibration_error",
+    "fit_temperature",
+    "summary_metrics",
+    "write_artifacts",
+]

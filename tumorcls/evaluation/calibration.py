@@ -16,7 +16,7 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 
 from tumorcls.atomic_io import atomic_write
 from tumorcls.models.checkpoint import CHECKPOINT_KEY, load_checkpoint, read_checkpoint
-from tumorcls.models.probabilities import softmax
+from tumorcls.probabilities import softmax
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from tumorcls.evaluation.calibration import DEFAULT_BINS
 from tumorcls.inference.backends import Predictor, load_model, model_field
 from tumorcls.inference.backends.loader import ModelPaths
 from tumorcls.inference.batching import iter_batches, predict_batch
-from tumorcls.models.probabilities import uncalibrated
+from tumorcls.probabilities import uncalibrated
 
 log = logging.getLogger(__name__)
 

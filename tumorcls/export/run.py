@@ -30,8 +30,6 @@ from tumorcls.export.spec import (
     ALL_FORMATS,
     FORMATS,
     SUFFIXES,
-    EnsembleSpec,
-    ExportSpec,
     ensure_writable,
     load_ensemble_for_export,
     load_for_export,
@@ -39,9 +37,10 @@ from tumorcls.export.spec import (
 from tumorcls.export.to_onnx import MIN_OPSET, ExportModel, export_onnx
 from tumorcls.inference.backends import ModelFileError, OnnxPredictor, Predictor, TorchPredictor
 from tumorcls.inference.backends.ensemble import repeated_member
+from tumorcls.model_file import EnsembleSpec, ExportSpec
 from tumorcls.models.checkpoint import CheckpointInfo
 from tumorcls.models.lit_module import TumorClassifier
-from tumorcls.training.layout import RunLayout
+from tumorcls.run_layout import RunLayout
 
 log = logging.getLogger(__name__)
 

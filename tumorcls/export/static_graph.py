@@ -13,6 +13,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from timm.layers.padding import get_same_padding
 from torch import nn
 
 try:  # timm's own classes; a timm that moves them only costs the rewrite, never correctness
@@ -28,8 +29,9 @@ except ImportError:  # pragma: no cover - depends on the installed timm
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """TensorFlow "same" padding (before, after) of one spatial axis; the extra pixel goes after."""
-    total = max((-(size // -stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    """TensorFlow "same" padding (before, after) of one spatial axis, as timm's Conv2dSame computes it (the
+    total from timm itself); the extra pixel goes after. The one "same" rule of the exporters (ONNX and Keras)."""
+    total = int(get_same_padding(size, kernel, stride, dilation))
     return total // 2, total - total // 2
 
 

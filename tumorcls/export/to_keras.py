@@ -29,9 +29,11 @@ from torch import nn
 
 from tumorcls.atomic_io import atomic_write
 from tumorcls.errors import ExportError
-from tumorcls.export.spec import H5_ATTR_PREFIX, ExportSpec, ensure_writable, h5_attributes
+from tumorcls.export.spec import ensure_writable
+from tumorcls.export.static_graph import same_padding
 from tumorcls.inference.backends.keras_h5 import keras_module
 from tumorcls.inference.backends.keras_h5 import load_keras_model as load_keras_model  # noqa: F401 - bench loads here
+from tumorcls.model_file import H5_ATTR_PREFIX, ExportSpec, h5_attributes
 from tumorcls.models.lit_module import TumorClassifier
 
 log = logging.getLogger(__name__)
@@ -55,20 +57,13 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().float().numpy()
 
 
-def _same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
-    """TensorFlow 'same' padding for one axis (extra pixel after, as TF and timm's Conv2dSame do)."""
-    out = -(-size // s)
-    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
 def _torch_pads(conv: nn.Conv2d, hw: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
     """The (top, bottom), (left, right) zero padding the PyTorch conv applies to an input of size ``hw``."""
     if conv.padding_mode != "zeros":
         raise ExportError(f"padding_mode {conv.padding_mode!r} has no Keras equivalent")
     k, s, d = conv.kernel_size, conv.stride, conv.dilation
     if type(conv).__name__.startswith("Conv2dSame") or conv.padding == "same":
-        return _same_pads(hw[0], k[0], s[0], d[0]), _same_pads(hw[1], k[1], s[1], d[1])
+        return same_padding(hw[0], k[0], s[0], d[0]), same_padding(hw[1], k[1], s[1], d[1])
     if conv.padding == "valid":
         return (0, 0), (0, 0)
     ph, pw = conv.padding
@@ -106,7 +101,7 @@ class _Converter:
         hw = (int(x.shape[1]), int(x.shape[2]))
         pads = _torch_pads(conv, hw)
         k, s, d = conv.kernel_size, conv.stride, conv.dilation
-        tf_same = (_same_pads(hw[0], k[0], s[0], d[0]), _same_pads(hw[1], k[1], s[1], d[1]))
+        tf_same = (same_padding(hw[0], k[0], s[0], d[0]), same_padding(hw[1], k[1], s[1], d[1]))
         if pads == ((0, 0), (0, 0)):
             padding = "valid"
         elif pads == tf_same:

@@ -18,8 +18,9 @@ from torch import nn
 
 from tumorcls.atomic_io import atomic_write
 from tumorcls.errors import ExportError
-from tumorcls.export.spec import EnsembleSpec, ExportSpec, ensure_writable
+from tumorcls.export.spec import ensure_writable
 from tumorcls.export.static_graph import static_network
+from tumorcls.model_file import EnsembleSpec, ExportSpec
 from tumorcls.models.lit_module import TumorClassifier
 
 MIN_OPSET = 17

@@ -1,10 +1,11 @@
 """Grad-CAM heatmaps for checkpoint models, computed with the ``grad-cam`` package (pytorch_grad_cam),
-and their overlays on the input image as PNG files."""
+and their overlays on the input image as PNG files. It knows a network and its preprocessing, not the predictor
+that holds them (the checkpoint backend builds an explainer from its own parts)."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,6 @@ from PIL import Image
 from torch import nn
 
 from tumorcls.atomic_io import atomic_write_bytes
-from tumorcls.inference.backends.torch_checkpoint import TorchPredictor
 
 
 def target_layer(net: nn.Module, name: str | None = None) -> nn.Module:
@@ -52,11 +52,14 @@ def target_layer(net: nn.Module, name: str | None = None) -> nn.Module:
 
 
 class GradCamExplainer:
-    """Grad-CAM maps for a checkpoint predictor; the target layer is found once."""
+    """Grad-CAM maps of ``net`` for uint8 images that ``preprocess`` turns into its input tensor; the target layer
+    is found once."""
 
-    def __init__(self, predictor: TorchPredictor, layer: str | None = None) -> None:
-        self.predictor = predictor
-        self.net = predictor.model.net
+    def __init__(
+        self, net: nn.Module, preprocess: Callable[[np.ndarray], torch.Tensor], layer: str | None = None
+    ) -> None:
+        self.net = net
+        self.preprocess = preprocess
         self.layer = target_layer(self.net, layer)
 
     def __call__(self, images: np.ndarray, class_indices: Sequence[int]) -> np.ndarray:
@@ -64,7 +67,7 @@ class GradCamExplainer:
         from pytorch_grad_cam import GradCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        x = self.predictor.preprocess(images)
+        x = self.preprocess(images)
         targets = [ClassifierOutputTarget(int(c)) for c in class_indices]
         with torch.enable_grad(), GradCAM(model=self.net, target_layers=[self.layer]) as cam:
             maps = cam(input_tensor=x, targets=targets)

@@ -1,16 +1,21 @@
 """Models: the network factory, pretrained loading, the LightningModule, the optimiser/scheduler factory and
-checkpoint loading. Public names are re-exported lazily (see tumorcls.lazy_exports)."""
+checkpoint loading."""
 
-from tumorcls.lazy_exports import lazy_exports
+from tumorcls.models.checkpoint import CHECKPOINT_KEY, CheckpointInfo, load_checkpoint, read_checkpoint
+from tumorcls.models.lit_module import TumorClassifier
+from tumorcls.models.network import TumorNet, create_network
+from tumorcls.models.optim import build_optimizer, build_scheduler
+from tumorcls.models.settings import ModelSettings
 
-__all__, __getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "checkpoint": ("CHECKPOINT_KEY", "CheckpointInfo", "load_checkpoint", "read_checkpoint"),
-        "lit_module": ("TumorClassifier",),
-        "network": ("TumorNet", "create_network"),
-        "settings": ("ModelSettings",),
-        "optim": ("build_optimizer", "build_scheduler"),
-        "probabilities": ("softmax",),
-    },
-)
+__all__ = [
+    "CHECKPOINT_KEY",
+    "CheckpointInfo",
+    "ModelSettings",
+    "TumorClassifier",
+    "TumorNet",
+    "build_optimizer",
+    "build_scheduler",
+    "create_network",
+    "load_checkpoint",
+    "read_checkpoint",
+]

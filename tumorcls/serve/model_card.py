@@ -11,7 +11,7 @@ from typing import Any
 
 from tumorcls.inference import Predictor
 from tumorcls.inference.backends.loader import ModelPaths, model_field
-from tumorcls.training.layout import RunLayout
+from tumorcls.run_layout import RunLayout
 
 UPLOAD_FORMATS = (".jpg", ".jpeg", ".png", ".dcm")  # what the page offers; the decoder takes a few more
 

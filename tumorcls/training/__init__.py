@@ -1,13 +1,7 @@
-"""Training: what ``train.py`` runs (config checks, the run and its folder layout, callbacks, checkpoint files).
-Public names are re-exported lazily (see tumorcls.lazy_exports)."""
+"""Training: what ``train.py`` runs (config checks, the run, callbacks, checkpoint files)."""
 
-from tumorcls.lazy_exports import lazy_exports
+from tumorcls.training.callbacks import EpochHistory
+from tumorcls.training.config_checks import check_config
+from tumorcls.training.run import run
 
-__all__, __getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "layout": ("RunLayout",),
-        "config_checks": ("check_config",),
-        "callbacks": ("EpochHistory",),
-    },
-)
+__all__ = ["EpochHistory", "check_config", "run"]

@@ -13,10 +13,10 @@ from tumorcls.data.datamodule import TumorDataModule
 from tumorcls.device import accelerator_uses_cuda
 from tumorcls.models.lit_module import TumorClassifier
 from tumorcls.models.pretrained import cache_only_when_hub_unreachable
+from tumorcls.run_layout import RunLayout
 from tumorcls.training.callbacks import EpochHistory
 from tumorcls.training.checkpoint_io import AtomicCheckpointIO
 from tumorcls.training.instantiation import instantiate_group, instantiate_node
-from tumorcls.training.layout import RunLayout
 from tumorcls.training.loggers import build_loggers
 
 TRAINING_ONLY_DATA_KEYS = ("download",)  # data.* keys for train.py itself, not for the data module

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from tumorcls.errors import CheckpointError
 from tumorcls.models.checkpoint import read_checkpoint
-from tumorcls.training.layout import RunLayout
+from tumorcls.run_layout import RunLayout
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from omegaconf import DictConfig
 from tumorcls.data.datamodule import TumorDataModule
 from tumorcls.data.download import ensure_dataset
 from tumorcls.models.lit_module import TumorClassifier
+from tumorcls.run_layout import RunLayout
 from tumorcls.training.build import build
 from tumorcls.training.callbacks import EpochHistory
 from tumorcls.training.config_checks import check_config
 from tumorcls.training.hparams import log_hparams
-from tumorcls.training.layout import RunLayout
 from tumorcls.training.provenance import Timings, run_provenance
 from tumorcls.training.resume import checked_resume_path
 from tumorcls.training.run_lock import run_folder_lock

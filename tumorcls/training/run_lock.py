@@ -1,18 +1,20 @@
 """One ``train.py`` job per run folder: two jobs given the same ``hydra.run.dir`` would overwrite each other's
-checkpoints and mix their metrics. The job holds an ``fcntl.flock`` on the folder's lock file for its whole
-life; the kernel releases it when the process ends in any way (even SIGKILL), so resuming a finished or
-killed run just takes the lock again."""
+checkpoints and mix their metrics. The job holds an OS lock on the folder's lock file for its whole life (the
+``filelock`` package: flock on POSIX, msvcrt on Windows); the OS releases it when the process ends in any way (even
+SIGKILL), so resuming a finished or killed run just takes the lock again."""
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from tumorcls.errors import TumorclsError
-from tumorcls.training.layout import RunLayout
+from tumorcls.run_layout import RunLayout
 
 # set by torchrun, SLURM (through Lightning) and Lightning's own launcher for the processes it starts
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
@@ -34,22 +36,20 @@ def run_folder_lock(layout: RunLayout) -> Iterator[None]:
         yield
         return
     layout.root.mkdir(parents=True, exist_ok=True)
-    with open(layout.lock_file, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunFolderBusyError(
-                f"run folder '{layout.root}' is in use by another train.py job ({_holder(layout.lock_file)}); "
-                "wait for it to end or choose another hydra.run.dir"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}\n")
-        fh.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    lock = FileLock(layout.lock_file, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunFolderBusyError(
+            f"run folder '{layout.root}' is in use by another train.py job ({_holder(layout.lock_file)}); "
+            "wait for it to end or choose another hydra.run.dir"
+        ) from None
+    try:
+        with contextlib.suppress(OSError):  # who holds it, for the refusal; Windows may keep a locked file shut
+            layout.lock_file.write_text(f"pid {os.getpid()}\n")
+        yield
+    finally:
+        lock.release()
 
 
 def _holder(lock_file: Path) -> str:

@@ -14,8 +14,8 @@ from tumorcls.evaluation.artifacts import write_artifacts
 from tumorcls.evaluation.calibration import calibrate_checkpoint_on_loader, collect_logits
 from tumorcls.models.checkpoint import load_checkpoint
 from tumorcls.models.lit_module import TumorClassifier
-from tumorcls.models.probabilities import softmax
-from tumorcls.training.layout import RunLayout
+from tumorcls.probabilities import softmax
+from tumorcls.run_layout import RunLayout
 
 
 def whole_split_loader(datamodule: TumorDataModule, split: str) -> DataLoader:

@@ -20,7 +20,7 @@ import numpy as np
 from tumorcls.data.decode import DecodeOptions
 from tumorcls.data.preprocess import check_preprocess
 from tumorcls.errors import TumorclsError
-from tumorcls.models.probabilities import softmax  # the one softmax (serving, calibration, evaluation)
+from tumorcls.probabilities import softmax  # the one softmax (serving, calibration, evaluation)
 
 DEFAULT_INPUT_SIZE = 150
 

@@ -19,22 +19,7 @@ import numpy as np
 
 from tumorcls.errors import TumorclsError
 from tumorcls.inference.backends.base import BatchOutput, ModelFileError, Predictor
-
-# what every member must share, in the order a difference is reported
-CONTRACT = {"class_names": "class names", "input_size": "input size", "crop": "crop", "intensity": "intensity"}
-CONTRACT_RULE = "members must share class names (same order), input size and preprocessing (crop, intensity)"
-
-
-def contract_difference(first: Any, other: Any) -> str | None:
-    """What ``other`` declares otherwise than ``first`` (objects with class_names, input_size, crop and
-    intensity: predictors or export specs), as 'input size 32, not 64'; None when they agree."""
-    for key, words in CONTRACT.items():
-        mine, theirs = getattr(first, key), getattr(other, key)
-        if key == "class_names":
-            mine, theirs = list(mine), list(theirs)
-        if mine != theirs:
-            return f"{words} {theirs}, not {mine}"
-    return None
+from tumorcls.model_file import contract_difference, mismatch_message
 
 
 def repeated_member(paths: Sequence[str | Path]) -> str | None:
@@ -47,11 +32,6 @@ def repeated_member(paths: Sequence[str | Path]) -> str | None:
             return f"ensemble member '{path}' is given twice; give each file once (each counts once in the mean)"
         seen.add(resolved)
     return None
-
-
-def mismatch_message(first: str, other: str, difference: str) -> str:
-    """The one line refusing an ensemble member that differs from the first member."""
-    return f"ensemble member '{other}' differs from '{first}': {difference} ({CONTRACT_RULE})"
 
 
 class EnsemblePredictor(Predictor):

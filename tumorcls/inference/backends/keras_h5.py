@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from tumorcls.errors import first_line
-from tumorcls.export.spec import read_h5_metadata, read_metadata
 from tumorcls.inference.backends.base import ModelFileError, Predictor, check_outputs, checked_input_size
 from tumorcls.labels import CLASS_NAMES
+from tumorcls.model_file import read_h5_metadata, read_metadata
 
 KERAS_APIS = ("tf_keras", "keras3")
 

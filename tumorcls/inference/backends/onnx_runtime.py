@@ -4,7 +4,7 @@ exports it, or NHWC) and returning probabilities.
 On load the graph is held to the contract: one 4-D input with 3 channels and a square size (when static), and
 one probability per class name (the metadata's, else the tutorial's four). A file that breaks it is refused in
 one line instead of being "predicted" with the wrong labels. The crop and intensity normalisation the inputs need
-come from the ``preprocess`` metadata (tumorcls.export.spec; "none" for a file without it).
+come from the ``preprocess`` metadata (tumorcls.model_file; "none" for a file without it).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from tumorcls.errors import first_line
-from tumorcls.export.spec import read_metadata
 from tumorcls.inference.backends.base import ModelFileError, Predictor, check_outputs, checked_input_size
 from tumorcls.labels import CLASS_NAMES
+from tumorcls.model_file import read_metadata
 
 log = logging.getLogger(__name__)
 

@@ -97,6 +97,6 @@ class TorchPredictor(Predictor):
         from tumorcls.inference.gradcam import GradCamExplainer
 
         try:
-            return GradCamExplainer(self, layer)
+            return GradCamExplainer(self.model.net, self.preprocess, layer)
         except ValueError as exc:
             raise TumorclsError(f"Grad-CAM: {exc}") from None

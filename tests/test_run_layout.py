@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 
 from tests.helpers.paths import REPO
 from tumorcls.export.run import output_paths
-from tumorcls.training.layout import RunLayout
+from tumorcls.run_layout import RunLayout
 
 
 def test_run_layout_paths(tmp_path: Path) -> None:
