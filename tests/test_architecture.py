@@ -103,14 +103,16 @@ LAYERS: dict[str, frozenset[str]] = {
     "serve": frozenset({CORE, "data", "model_file", "inference"}),
     "cli": frozenset({CORE, "data", "model_file", "inference", "evaluation", "serve"}),
 }
-LAYERS["bench"] = frozenset(LAYERS) - {"bench", "cli"}  # measures every stage; nothing imports it
+LAYERS["api"] = frozenset({CORE, "inference"})  # the package itself: tumorcls.load, imported when called
+LAYERS["bench"] = frozenset(LAYERS) - {"bench", "cli", "api"}  # measures every stage; nothing imports it
 
 
 def stage_of(module: str) -> str:
-    """``tumorcls.inference.backends.base`` -> ``inference``; a top-level module is core unless it is a stage."""
+    """``tumorcls.inference.backends.base`` -> ``inference``; a top-level module is core unless it is a stage;
+    the package's own ``__init__`` is the Python API's front door."""
     parts = module.split(".")
     if len(parts) == 1:
-        return CORE
+        return "api"
     return parts[1] if parts[1] in LAYERS else CORE
 
 
