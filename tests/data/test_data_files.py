@@ -3,6 +3,7 @@ the audit; paths, folders and globs for predict and export."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image
 
 from tests.helpers.synthetic import synthetic_image
 from tumorcls.data.audit import audit_dataset, discover
-from tumorcls.data.files import find_images, walk_dataset
+from tumorcls.data.files import files_under, find_images, walk_dataset
 from tumorcls.data.scan import scan_dataset
 from tumorcls.errors import DatasetError
 from tumorcls.evaluation.evaluate import dataset_files
@@ -103,3 +104,60 @@ def test_paths_folders_and_globs_in_order_without_repeats(tmp_path: Path) -> Non
     assert files == [named, a, b]
     assert missing == [(tmp_path / "nope.jpg", "no such file or directory")]
     assert find_images([str(tmp_path / "*.webp")])[1] == [(tmp_path / "*.webp", "no file matches this pattern")]
+
+
+# ------------------------------------------------------------------------------------ folder symlinks
+
+
+@pytest.fixture
+def linked_root(tmp_path: Path) -> tuple[Path, Path]:
+    """A Kaggle layout whose Training/glioma_tumor holds a symlink to a folder of images kept elsewhere, and a
+    symlink back to itself (a loop); Testing/no_tumor is itself a symlink."""
+    root = tmp_path / "mri"
+    for split in ("Training", "Testing"):
+        for label, name in enumerate(CLASS_NAMES):
+            if (split, name) != ("Testing", "no_tumor"):
+                _write(root / split / name / "a.jpg", label)
+    elsewhere = tmp_path / "elsewhere"
+    _write(elsewhere / "batch2" / "b.jpg")
+    _write(elsewhere / "batch2" / "c.png", fmt="PNG")
+    glioma = root / "Training" / "glioma_tumor"
+    (glioma / "more").symlink_to(elsewhere, target_is_directory=True)
+    (glioma / "more_again").symlink_to(elsewhere / "batch2", target_is_directory=True)  # a second way in
+    (glioma / "loop").symlink_to(glioma, target_is_directory=True)
+    _write(tmp_path / "no_tumor_testing" / "z.jpg", 1)
+    (root / "Testing" / "no_tumor").symlink_to(tmp_path / "no_tumor_testing", target_is_directory=True)
+    return root, glioma
+
+
+def test_symlinked_folders_are_followed_once_and_a_loop_is_logged(linked_root, caplog) -> None:
+    root, glioma = linked_root
+    with caplog.at_level(logging.WARNING, logger="tumorcls.data.files"):
+        files = files_under(glioma)
+    assert files == [glioma / "a.jpg", glioma / "more" / "batch2" / "b.jpg", glioma / "more" / "batch2" / "c.png"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(f"not following {glioma / 'loop'}: it leads to {glioma}" in m for m in messages), messages
+    second = f"not following {glioma / 'more_again'}: it leads to {glioma / 'more' / 'batch2'}"
+    assert any(second in m for m in messages), messages
+
+
+def test_every_finder_enters_symlinked_folders(linked_root) -> None:
+    root, glioma = linked_root
+    linked = {glioma / "more" / "batch2" / "b.jpg", glioma / "more" / "batch2" / "c.png"}
+    testing_link = root / "Testing" / "no_tumor" / "z.jpg"
+    scanned = {r.path: r.label for r in scan_dataset(root).records}  # train
+    assert linked <= set(scanned) and scanned[testing_link] == 1 and len(scanned) == 10
+    assert linked <= set(find_images([root])[0])  # predict, export
+    assert linked <= set(dataset_files(root, "Training")[0])  # evaluate
+    audited = {e.path for e in discover(root).entries}  # audit
+    assert linked | {testing_link} <= audited and len(audited) == 10
+
+
+def test_a_symlink_to_nothing_is_logged_not_silently_skipped(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "scans"
+    _write(folder / "a.jpg")
+    (folder / "gone").symlink_to(tmp_path / "deleted", target_is_directory=True)
+    with caplog.at_level(logging.WARNING, logger="tumorcls.data.files"):
+        assert find_images([folder])[0] == [folder / "a.jpg"]
+    assert [r.getMessage() for r in caplog.records] == [f"skipped {folder / 'gone'}: a symlink to nothing "
+                                                        f"({tmp_path / 'deleted'})"]  # fmt: skip

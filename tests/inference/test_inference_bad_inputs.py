@@ -144,9 +144,9 @@ def test_a_two_class_keras_model_is_refused(tmp_path: Path) -> None:
 def test_out_under_a_regular_file_is_refused_before_predicting(
     model: Path, images: list[Path], tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tumorcls.cli.predict as cli_predict
+    import tumorcls.inference.predict as predict_module
 
-    monkeypatch.setattr(cli_predict, "run_predictions", lambda *a, **k: pytest.fail("predicted before refusing"))
+    monkeypatch.setattr(predict_module, "predict_batches", lambda *a, **k: pytest.fail("predicted before refusing"))
     blocker = tmp_path / "plain.txt"
     blocker.write_text("a file, not a folder")
     out = blocker / "sub" / "preds.csv"
@@ -178,7 +178,8 @@ def test_disk_full_while_writing_is_one_line_and_leaves_no_temporary_file(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(Path, "write_bytes", full)
-    rc = main(["predict", str(images[0].parent), "--model", str(model), "--csv", "--out", str(out_dir / "p.csv")])
+    # --json: one document written atomically at the end (streamed --csv rows: tests/inference/test_predict_streaming)
+    rc = main(["predict", str(images[0].parent), "--model", str(model), "--json", "--out", str(out_dir / "p.json")])
     assert rc == 2
-    assert one_error(capsys) == f"error: cannot write '{out_dir / 'p.csv'}': disk full"
+    assert one_error(capsys) == f"error: cannot write '{out_dir / 'p.json'}': disk full"
     assert list(out_dir.iterdir()) == []

@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tumorcls.atomic_io import atomic_write_json
-from tumorcls.evaluation.aggregate import aggregate, find_metrics, format_summary
+# the evaluation stage is imported in run(): its package loads torch, which `tumorcls aggregate --help` does not need
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tumorcls.atomic_io import atomic_write_json
+    from tumorcls.evaluation.aggregate import aggregate, find_metrics, format_summary
+
     summary = aggregate(find_metrics(args.paths))
     print(format_summary(summary))
     if args.json:

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tumorcls.errors import TumorclsError
-from tumorcls.evaluation.calibration import DEFAULT_BINS
-from tumorcls.evaluation.evaluate import evaluate_dataset
+
+# torch and the evaluation stage are imported in run(): `tumorcls evaluate --help` loads neither
+DEFAULT_BINS = 15  # tumorcls.evaluation.calibration.DEFAULT_BINS (a test holds them equal)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,8 @@ def default_out(models: Sequence[str | Path]) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tumorcls.evaluation.evaluate import evaluate_dataset
+
     if args.batch_size < 1:
         raise TumorclsError("--batch-size must be at least 1")
     if args.bins < 1:

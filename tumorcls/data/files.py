@@ -4,11 +4,17 @@ class folders (the Kaggle layout ROOT/{Training,Testing}/<class>/ or a plain ROO
 Every command finds its files here (train's scan, evaluate, audit, predict, export parity and calibration),
 so a file counts as an image by one rule (``formats.is_image_path``) and a class folder means the same class
 (``class_folders.canonical_class``: glioma_tumor, Glioma_Tumor, glioma, notumor, ...) for all of them.
+
+Folders are searched with :func:`files_under`, which follows symlinked folders (``Path.rglob`` silently does not
+enter them) and enters each real folder once: a link back to a folder being searched (a loop) or a second link to
+one already searched is logged once and not followed again, and a link to nothing is logged as skipped.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +28,8 @@ KAGGLE_LAYOUT = "Training/Testing"
 FOLDER_LAYOUT = "folder-per-class"
 GLOB_CHARS = frozenset("*?[")
 
+log = logging.getLogger(__name__)
+
 
 def visible(path: Path) -> bool:
     return not path.name.startswith(".")
@@ -30,8 +38,62 @@ def visible(path: Path) -> bool:
 # ------------------------------------------------------------------------ paths, folders and globs
 
 
+def _folder_key(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = folder.stat()
+    except OSError as exc:
+        log.warning("skipped folder %s: %s", folder, exc.strerror or exc)
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        log.warning("skipped folder %s: %s", folder, exc.strerror or exc)
+        return []
+
+
+def _link_target(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError as exc:
+        return exc.strerror or "unreadable"
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file under ``folder`` (any depth), sorted by path as ``sorted(folder.rglob("*"))`` sorts them, with
+    symlinked folders followed: each real folder is searched once, through the first path (in sorted order) that
+    reaches it; a loop or a second link to it is logged and not followed."""
+    found: list[Path] = []
+    entered: dict[tuple[int, int], Path] = {}
+    stack = [Path(folder)]
+    while stack:
+        current = stack.pop()
+        key = _folder_key(current)
+        if key is None:
+            continue
+        if key in entered:
+            log.warning("not following %s: it leads to %s, already searched (a symlink loop or a second link)",
+                        current, entered[key])  # fmt: skip
+            continue
+        entered[key] = current
+        subfolders = []
+        for entry in _entries(current):
+            if entry.is_dir():  # follows symlinks
+                subfolders.append(Path(entry.path))
+            elif entry.is_file():
+                found.append(Path(entry.path))
+            elif entry.is_symlink():
+                log.warning("skipped %s: a symlink to nothing (%s)", entry.path, _link_target(entry.path))
+        stack.extend(reversed(subfolders))  # the first in sorted order is searched first
+    return sorted(found)
+
+
 def _images_in(folder: Path) -> list[Path]:
-    return [p for p in sorted(folder.rglob("*")) if p.is_file() and is_image_path(p)]
+    return [p for p in files_under(folder) if is_image_path(p)]
 
 
 def find_images(args: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -123,7 +185,5 @@ def walk_dataset(root: Path, splits: Sequence[tuple[str, Path]], layout: str) ->
         found.loose_files += sorted(p for p in split_dir.iterdir() if p.is_file() and visible(p))
         for folder in found.class_folders[split]:
             label = canonical_class(folder.name)
-            found.files += [
-                DatasetFile(p, split, folder, label, is_image_path(p)) for p in sorted(folder.rglob("*")) if p.is_file()
-            ]
+            found.files += [DatasetFile(p, split, folder, label, is_image_path(p)) for p in files_under(folder)]
     return found

@@ -6,6 +6,21 @@ MB takes longer than a GPU epoch of this data set, and two are saved per epoch. 
 tensors to host memory (a snapshot later optimizer steps cannot change) and hands the write to one background thread.
 The next save, load or removal, :meth:`AtomicCheckpointIO.wait` and the strategy's teardown at the end of
 ``fit``/``test`` wait for that write, and raise its error if it failed.
+
+A failed write is one line naming the file (``cannot write '.../last.ckpt': disk full``): the checkpoint is
+serialised through a Python file object, whose failed ``write`` raises ``OSError`` with its errno, which
+:func:`tumorcls.atomic_io.atomic_write` turns into that line. (``torch.save`` given a path writes through its own C++
+writer, which reports a full disk as ``[enforce fail at inline_container.cc] unexpected pos ...``, a traceback.)
+
+Why not Lightning's ``AsyncCheckpointIO`` wrapped around an atomic ``TorchCheckpointIO`` (tried with Lightning 2.6;
+the tests in ``tests/training/test_checkpoint_io_background.py`` show each point but the GPU one, which is read from
+its ``_clone_tensor``): its ``save_checkpoint`` queues a write without waiting for the one before, so writes pile up
+with a snapshot each in memory; ``remove_checkpoint`` and ``load_checkpoint`` do not wait for the queued write of
+the same file, so a checkpoint that ``ModelCheckpoint`` removed comes back when its write lands; a failed write is
+raised again at every later save and at teardown; its snapshot is ``tensor.detach().clone()``, a copy on the GPU
+(GPU memory, and the device-to-host copy left to the writer), which also unties tied weights; and it does not
+pickle (its executor), which spawned DDP needs. Ours keeps one write in flight, in order, from a host snapshot,
+waits before a load or a removal, raises an error once, and pickles.
 """
 
 from __future__ import annotations
@@ -63,6 +78,12 @@ def _storage_key(tensor: torch.Tensor) -> _StorageKey | None:
     )
 
 
+def save_to_file(checkpoint: Any, path: Path) -> None:
+    """``torch.save`` through a Python file object: a failed write raises ``OSError`` with its errno (ENOSPC...)."""
+    with open(path, "wb") as fh:
+        torch.save(checkpoint, fh)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """TorchCheckpointIO whose saves go to a temporary file that is renamed over the target; with ``background``
     (the default) the write runs on a single worker thread, at most one at a time, in the order of the saves.
@@ -80,13 +101,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         if not self.background:
-            atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+            atomic_write(path, lambda tmp: save_to_file(checkpoint, tmp))
             return
         snapshot = host_snapshot(checkpoint)  # while the previous write may still run: at most two in memory
         self.wait()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
-        self._pending = self._executor.submit(atomic_write, path, lambda tmp: torch.save(snapshot, tmp))
+        self._pending = self._executor.submit(atomic_write, path, lambda tmp: save_to_file(snapshot, tmp))
 
     def wait(self) -> None:
         """Block until the write in flight, if any, is on disk; raise its error (once) if it failed."""
