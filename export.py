@@ -3,6 +3,7 @@ an ensemble to one ONNX file: ``python export.py ckpt=[a.ckpt,b.ckpt,c.ckpt] for
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -39,6 +40,7 @@ def main(cfg: DictConfig) -> None:
             calibration=calibration,
             n_calibrate=int(cfg.n_calibrate),
             int8_min_agreement=float(cfg.int8_min_agreement),
+            n_int8_check=int(cfg.n_int8_check),
         )
     except TumorclsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -47,6 +49,8 @@ def main(cfg: DictConfig) -> None:
         agree = f"\ttop-1 agreement {r.details['top1_agreement']:.1%}" if "top1_agreement" in r.details else ""
         size = f"{r.size_bytes / 1e6:.1f} MB"
         print(f"{r.format}\t{r.path}\t{size}\tmax|dp| {r.max_abs_diff:.2e}{agree}\t{r.image_source}")
+        if r.gate is not None:  # the int8 gate's report: agreement, per-class recall float vs int8
+            print(json.dumps({"int8_gate": r.gate}))
 
 
 if __name__ == "__main__":

@@ -32,8 +32,11 @@ def module_name(path: Path) -> str:
 
 
 def modules() -> Iterator[tuple[Path, ast.Module]]:
+    """The package's modules; files under a folder whose name is no identifier (tumorcls/hydra-plugins: Hydra's
+    plugin namespace, put on sys.path by train.py) are not part of it."""
     for path in sorted(PACKAGE.rglob("*.py")):
-        yield path, ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        if all(part.isidentifier() for part in path.relative_to(PACKAGE).parent.parts):
+            yield path, ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
 def is_bench(path: Path) -> bool:

@@ -1,5 +1,5 @@
 """Calibration: ECE, temperature fitting, the temperature stored in a checkpoint (safe to load, resumable),
-and the fit wired into training (metrics.json "calibration")."""
+and the fit wired into training (metrics.json "temperature_fit")."""
 
 from __future__ import annotations
 
@@ -10,16 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from tests.helpers.tiny_model import synthetic_batch, tiny_checkpoint
 from tests.helpers.train_runs import small_run_args, train
-from tumorcls.evaluation.calibration import (
-    calibrate_checkpoint_on_loader,
-    expected_calibration_error,
-    fit_temperature,
-    store_temperature,
-)
+from tumorcls.evaluation.calibration import expected_calibration_error, fit_temperature, store_temperature
+from tumorcls.evaluation.loop import LabelledBatch
+from tumorcls.evaluation.temperature_fit import fit_checkpoint_temperature
 from tumorcls.inference.backends import TorchPredictor, load_predictor
 from tumorcls.models.checkpoint import CHECKPOINT_KEY, load_checkpoint
 from tumorcls.probabilities import softmax
@@ -53,11 +49,15 @@ def test_stored_temperature_keeps_every_key_loads_safely_and_is_used(tmp_path_fa
     shutil.copy(tiny_checkpoint(tmp_path_factory), ckpt)
     before = torch.load(ckpt, weights_only=True)
     images, labels = synthetic_batch(4, seed=5)
-    x = TorchPredictor(load_checkpoint(ckpt)[0]).preprocess(images)
-    loader = DataLoader(TensorDataset(x, torch.as_tensor(labels)), batch_size=8)
-    summary = calibrate_checkpoint_on_loader(ckpt, loader)
+    batches = [LabelledBatch(images[:8], labels[:8]), LabelledBatch(images[8:], labels[8:])]
+    summary = fit_checkpoint_temperature(ckpt, batches, split="val")
     assert summary["n"] == 16 and summary["nll_after"] <= summary["nll_before"] + 1e-9
-    assert {"ece_before", "ece_after", "temperature"} <= set(summary)
+    assert (summary["split"], summary["inference"], summary["precision"]) == ("val", "plain", "float32")
+    # the temperature of the checkpoint backend's own logits on these images (TorchPredictor: what predict runs)
+    with torch.no_grad():
+        model = load_checkpoint(ckpt)[0].eval()
+        logits = model(TorchPredictor(model).preprocess(images)).double().numpy()
+    assert summary["temperature"] == pytest.approx(fit_temperature(logits, labels), rel=1e-6)
     after = torch.load(ckpt, weights_only=True)  # still loads without unpickling arbitrary objects
     assert set(after) == set(before) | {CHECKPOINT_KEY}
     for key, value in before["state_dict"].items():
@@ -76,9 +76,10 @@ def test_training_calibrates_the_best_checkpoint_and_it_still_resumes(synthetic_
     args = [*small_run_args(synthetic_root), f"hydra.run.dir={run_dir}"]
     proc = train([*args, "trainer.max_epochs=1"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    cal = metrics["calibration"]
-    assert cal["n"] == metrics["split_sizes"]["val"] and cal["temperature"] > 0
+    cal = metrics["temperature_fit"]
+    assert cal["n"] == metrics["split_sizes"]["val"] and cal["temperature"] > 0 and cal["split"] == "val"
     assert {"ece_before", "ece_after", "nll_before", "nll_after"} <= set(cal)
+    assert metrics["calibration"]["temperature"] == cal["temperature"]  # the test split, at the fitted T
     assert "temperature" in proc.stdout + proc.stderr
     best = run_dir / "checkpoints" / "best.ckpt"
     ckpt = torch.load(best, weights_only=True)

@@ -65,6 +65,7 @@ def test_write_artifacts_files_and_keys(tmp_path: Path) -> None:
     assert cal["ece"] == pytest.approx(expected_calibration_error(probs, labels, 10))
     assert cal["ece_uncalibrated"] == pytest.approx(expected_calibration_error(softmax(logits), labels, 10))
     assert cal["nll"] == pytest.approx(-np.mean(np.log(probs[np.arange(20), labels])))
+    assert cal["nll_uncalibrated"] == pytest.approx(-np.mean(np.log(softmax(logits)[np.arange(20), labels])))
     for png in ("confusion_matrix.png", "reliability_diagram.png", "curves.png"):
         assert (tmp_path / png).read_bytes()[:8] == PNG, png
     rows = list(csv.reader((tmp_path / "predictions.csv").open()))
@@ -73,11 +74,15 @@ def test_write_artifacts_files_and_keys(tmp_path: Path) -> None:
     assert f"{metrics['acc']:.4f}" in (tmp_path / "classification_report.txt").read_text()
 
 
-def test_optional_files_and_info_winning(tmp_path: Path) -> None:
+def test_optional_files_and_one_meaning_per_key(tmp_path: Path) -> None:
     labels, _, probs = _synthetic(1)
-    fit = {"temperature": 1.3, "n": 12, "ece_before": 0.2}
-    metrics = write_artifacts(tmp_path, labels, probs, NAMES, {"calibration": fit}, temperature=1.3, history=[])
-    assert metrics["calibration"] == fit  # training's temperature-fit summary replaces the test-set block
+    fit = {"split": "val", "temperature": 1.3, "n": 12, "ece_before": 0.2}
+    with pytest.raises(ValueError, match=r"^info key\(s\) \['acc', 'calibration'\] would replace computed metrics"):
+        write_artifacts(tmp_path, labels, probs, NAMES, {"calibration": fit, "acc": 1.0}, temperature=1.3)
+    assert not list(tmp_path.iterdir())  # refused before anything is written
+    metrics = write_artifacts(tmp_path, labels, probs, NAMES, {"temperature_fit": fit}, temperature=1.3, history=[])
+    assert metrics["temperature_fit"] == fit  # training's validation fit, next to the evaluated split's block
+    assert metrics["calibration"]["ece"] == pytest.approx(expected_calibration_error(probs, labels))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "classification_report.txt",
         "confusion_matrix.png",

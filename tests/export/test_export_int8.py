@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -11,14 +12,18 @@ import onnx
 import pytest
 import torch
 
-from tests.helpers.export_fixtures import export_run_dir, perturb
+from tests.helpers.export_fixtures import export_cli, perturb, write_splits
+from tests.helpers.synthetic import make_dataset
+from tests.helpers.tiny_model import tiny_checkpoint
 from tumorcls.errors import ExportError
+from tumorcls.evaluation.loop import precision_of
 from tumorcls.export import run as export_run
 from tumorcls.export.run import export_checkpoint, torch_probabilities
 from tumorcls.export.spec import spec_for
 from tumorcls.export.static_graph import Conv2dSame, PooledSqueezeExcite, StaticSameConv2d, same_padding, static_network
 from tumorcls.export.to_onnx import onnx_bytes
 from tumorcls.inference.backends import load_predictor
+from tumorcls.labels import CLASS_NAMES
 from tumorcls.models.lit_module import TumorClassifier
 
 
@@ -51,26 +56,58 @@ def test_static_network_gives_the_same_numbers_with_a_static_graph(size: int) ->
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Path:
-    # splits.csv holds a test split only: no training images to calibrate on
-    return export_run_dir(tmp_path_factory.mktemp("int8run"), synthetic_root)
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 80 labelled Testing images: more than the gate's minimum of 64 check images that are not calibration images
+    return make_dataset(tmp_path_factory.mktemp("int8data") / "mri", {"Training": 12, "Testing": 20}, seed=3)
 
 
 @pytest.fixture(scope="module")
-def int8(run_dir: Path, synthetic_root: Path) -> export_run.ExportResult:
+def run_dir(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """The tiny trained model (it tells the classes apart: recall means something) in a run folder whose
+    splits.csv holds data_root's Testing images as its test split, and no train split to calibrate on."""
+    folder = tmp_path_factory.mktemp("int8run")
+    (folder / "checkpoints").mkdir()
+    shutil.copy(tiny_checkpoint(tmp_path_factory), folder / "checkpoints" / "best.ckpt")
+    write_splits(folder, data_root)
+    return folder
+
+
+def _export_int8(run_dir: Path, data_root: Path, **options) -> export_run.ExportResult:
     (result,) = export_checkpoint(
         run_dir / "checkpoints/best.ckpt",
         "onnx_int8",
-        data_root=synthetic_root,
-        calibration=[synthetic_root / "Training"],
+        data_root=data_root,
+        calibration=[data_root / "Training"],
         n_calibrate=40,
         n_check=16,
+        **options,
     )
     return result
 
 
-def test_int8_export_is_quantized_described_and_close(
-    int8: export_run.ExportResult, run_dir: Path, synthetic_root: Path
+@pytest.fixture(scope="module")
+def int8(run_dir: Path, data_root: Path) -> export_run.ExportResult:
+    return _export_int8(run_dir, data_root)
+
+
+def _testing_images(run_dir: Path, data_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The 80 Testing images in the order the gate takes them from splits.csv (the classes in turn), and their
+    class indices from their folders' names."""
+    model = export_run.load_for_export(run_dir / "checkpoints/best.ckpt")[0]
+    files = export_run._manifest_files(run_dir, data_root, 256, ("test",))
+    pixels = export_run.parity_images(spec_for(model), files, n=len(files)).pixels
+    return pixels, np.array([CLASS_NAMES.index(f.parent.name) for f in files])
+
+
+def _recall_changes(float_pred: np.ndarray, int8_pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    return {
+        name: float(np.mean(int8_pred[labels == c] == c) - np.mean(float_pred[labels == c] == c))
+        for c, name in enumerate(CLASS_NAMES)
+    }
+
+
+def test_int8_export_is_quantized_described_and_gated(
+    int8: export_run.ExportResult, run_dir: Path, data_root: Path
 ) -> None:
     path = Path(int8.path)
     assert path == run_dir / "export" / "model.int8.onnx" and int8.format == "onnx_int8"
@@ -82,18 +119,101 @@ def test_int8_export_is_quantized_described_and_close(
     quant = json.loads(meta["quantization"])
     assert quant["weights"] == "int8 per channel"
     assert quant["calibration_images"] == 32  # 40 of the 48 spread over the classes, then whole batches of 32
-    assert 0.9 <= int8.details["top1_agreement"] <= 1.0 and int8.max_abs_diff == int8.details["batch_n"]
+    # gated on all 80 test images of the run (none is a calibration image), at the default 97%
+    assert int8.n_images == 80 and int8.image_source == "test and val splits of the run's splits.csv (80 images)"
+    gate = int8.gate
+    assert (gate["check_images"], gate["min_agreement"], gate["passed"]) == (80, 0.97, True)
+    pixels, labels = _testing_images(run_dir, data_root)
     model = export_run.load_for_export(run_dir / "checkpoints/best.ckpt")[0]
-    pixels = export_run.parity_images(spec_for(model), [synthetic_root / "Testing"], n=16).pixels
-    got = load_predictor(path).predict_proba(pixels)
-    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
-    assert (got.argmax(1) == torch_probabilities(model, pixels).argmax(1)).mean() >= 0.9
+    float_pred = torch_probabilities(model, pixels).argmax(1)
+    int8_pred = load_predictor(path).predict_proba(pixels).argmax(1)
+    assert gate["top1_agreement"] == int8.details["top1_agreement"] == np.mean(float_pred == int8_pred)
+    assert gate["accuracy"]["float"] == np.mean(float_pred == labels) >= 0.9  # the model tells the classes apart
+    assert {name: r["delta"] for name, r in gate["recall"].items()} == _recall_changes(float_pred, int8_pred, labels)
+    assert {r["support"] for r in gate["recall"].values()} == {20}
+    assert precision_of(load_predictor(path)).startswith("int8")  # what `tumorcls evaluate` records for it
 
 
-def test_int8_calibrates_on_the_runs_train_split(run_dir: Path, synthetic_root: Path, tmp_path: Path) -> None:
+def _flip_every_tenth(real):
+    """The float model's probabilities with the answer of every tenth image changed (its class order reversed):
+    an int8 file that agrees with the true float model agrees with this one on 90%."""
+
+    def flipped(*args):
+        probs = real(*args).copy()
+        probs[::10] = probs[::10, ::-1]
+        return probs
+
+    return flipped
+
+
+def test_an_int8_file_that_would_pass_at_80_percent_is_refused_in_one_line(
+    run_dir: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export_run, "torch_probabilities", _flip_every_tenth(export_run.torch_probabilities))
+    out = run_dir / "refused.int8.onnx"
+    before = set(run_dir.rglob("*"))
+    with pytest.raises(ExportError) as refused:
+        _export_int8(run_dir, data_root, out=out)
+    message = str(refused.value)
+    assert "\n" not in message
+    # the flipped images are the gate's 1st, 11th, ...: splits.csv's classes in turn, glioma and no_tumor ones
+    assert message == (
+        "the int8 ONNX file is refused: top-1 agreement with the float model 90.0% of 80 check images "
+        "(int8_min_agreement=0.97); recall change int8 - float (points): glioma_tumor +20.0, no_tumor +20.0, "
+        "meningioma_tumor +0.0, pituitary_tumor +0.0; keep the float model.onnx"
+    )
+    assert set(run_dir.rglob("*")) == before  # nothing written, no temporary file left
+    # the old threshold let it through: the report says what it costs each class
+    result = _export_int8(run_dir, data_root, out=out, int8_min_agreement=0.8)
+    pixels, labels = _testing_images(run_dir, data_root)
+    model = export_run.load_for_export(run_dir / "checkpoints/best.ckpt")[0]
+    float_pred = export_run.torch_probabilities(model, pixels).argmax(1)  # the flipped reference
+    int8_pred = load_predictor(out).predict_proba(pixels).argmax(1)
+    assert result.gate["top1_agreement"] == 0.9 and result.gate["passed"]
+    expected = _recall_changes(float_pred, int8_pred, labels)
+    assert {name: r["delta"] for name, r in result.gate["recall"].items()} == expected
+    assert expected["glioma_tumor"] == pytest.approx(0.2) and expected["meningioma_tumor"] == 0.0
+
+
+def test_int8_that_disagrees_everywhere_is_refused(
+    run_dir: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = export_run.torch_probabilities
+    monkeypatch.setattr(export_run, "torch_probabilities", lambda *args: real(*args)[:, ::-1].copy())
+    with pytest.raises(
+        ExportError,
+        match=r"^the int8 ONNX file is refused: top-1 agreement with the float model 0\.0% of 80 check images",
+    ):
+        _export_int8(run_dir, data_root, out=run_dir / "never.int8.onnx")
+    assert not (run_dir / "never.int8.onnx").exists()
+
+
+def test_int8_check_images_are_never_calibration_images_and_enough(run_dir: Path, data_root: Path) -> None:
+    spec = spec_for(export_run.load_for_export(run_dir / "checkpoints/best.ckpt")[0])
+    calibration = export_run.calibration_images(spec, [data_root / "Training"], n=24)
+    check = export_run.int8_check_images(spec, [data_root], exclude=calibration.files)
+    assert len(check.files) == 128 - 24 and not set(check.files) & set(calibration.files)
+    assert check.labels.tolist() == [CLASS_NAMES.index(f.parent.name) for f in check.files]
+    assert check.source == "given images (104 images)"
+    few = data_root / "Testing" / "glioma_tumor"
+    with pytest.raises(ExportError) as refused:
+        export_run.int8_check_images(spec, [few], exclude=calibration.files)
+    assert str(refused.value) == (
+        "the int8 gate needs at least 64 check images that are not calibration images; found 20 (given images); "
+        "give images=<folders of labelled images>"
+    )
+    unlabelled = export_run.int8_check_images(spec, [data_root], n=64)
+    assert len(unlabelled.files) == 64  # spread over the 128 files
+    with pytest.raises(ExportError, match=r"^n_int8_check must be at least 64, got 10$"):
+        export_checkpoint(run_dir / "checkpoints/best.ckpt", "onnx_int8", n_int8_check=10)
+    with pytest.raises(ExportError, match=r"^int8_min_agreement must be in \(0, 1\], got 1\.5$"):
+        export_checkpoint(run_dir / "checkpoints/best.ckpt", "onnx_int8", int8_min_agreement=1.5)
+
+
+def test_int8_calibrates_on_the_runs_train_split(run_dir: Path, data_root: Path, tmp_path: Path) -> None:
     ckpt = run_dir / "checkpoints/best.ckpt"
     with pytest.raises(ExportError, match=r"format=onnx_int8 needs training images to calibrate on"):
-        export_checkpoint(ckpt, "onnx_int8", out=tmp_path / "a.onnx", data_root=synthetic_root)
+        export_checkpoint(ckpt, "onnx_int8", out=tmp_path / "a.onnx", data_root=data_root)
     assert not (tmp_path / "a.onnx").exists()
     with pytest.raises(ExportError, match=r"^calibration image '.*nowhere' not found$"):
         export_checkpoint(ckpt, "onnx_int8", out=tmp_path / "a.onnx", calibration=tmp_path / "nowhere")
@@ -106,27 +226,40 @@ def test_int8_calibrates_on_the_runs_train_split(run_dir: Path, synthetic_root: 
     (other / "checkpoints").mkdir(parents=True)
     (other / "checkpoints/best.ckpt").write_bytes(ckpt.read_bytes())
     rows = ["path,label,class_name,split"]
-    for label, folder in enumerate(sorted((synthetic_root / "Training").iterdir())):
-        rows += [f"{p.relative_to(synthetic_root)},{label},{folder.name},train" for p in sorted(folder.glob("*.jpg"))]
+    for label, folder in enumerate(sorted((data_root / "Training").iterdir())):
+        rows += [f"{p.relative_to(data_root)},{label},{folder.name},train" for p in sorted(folder.glob("*.jpg"))]
     (other / "splits.csv").write_text("\n".join(rows) + "\n")
+    # a train split only: nothing to gate on but the images given
+    with pytest.raises(ExportError, match=r"needs at least 64 check images .* found 0 \(test and val splits"):
+        export_checkpoint(other / "checkpoints/best.ckpt", "onnx_int8", data_root=data_root, n_calibrate=24)
     (result,) = export_checkpoint(
-        other / "checkpoints/best.ckpt", "onnx_int8", data_root=synthetic_root, n_calibrate=24, n_check=4
+        other / "checkpoints/best.ckpt",
+        "onnx_int8",
+        data_root=data_root,
+        n_calibrate=24,
+        n_check=4,
+        images=[data_root / "Testing"],
     )
-    assert result.image_source == "splits.csv of the run (4 images)"  # parity on the train split: no test split
+    assert result.image_source == "given images (80 images)" and result.gate["check_images"] == 80
     meta = {p.key: p.value for p in onnx.load(result.path).metadata_props}
     assert json.loads(meta["quantization"])["calibration_images"] == 24
 
 
-def test_int8_that_disagrees_is_refused(run_dir: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = export_run.torch_probabilities
-    monkeypatch.setattr(export_run, "torch_probabilities", lambda *args: real(*args)[:, ::-1].copy())
-    out = run_dir / "refused.int8.onnx"
-    before = set(run_dir.iterdir())
-    with pytest.raises(ExportError, match=r"the int8 ONNX file agrees with the PyTorch model on \d+\.\d% of 8 images"):
-        export_checkpoint(
-            run_dir / "checkpoints/best.ckpt", "onnx_int8", out=out, calibration=synthetic_root / "Training", n_check=8
-        )
-    assert set(run_dir.iterdir()) == before  # nothing written, no temporary file left
+def test_export_py_prints_the_gate_as_a_json_line(run_dir: Path, data_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli.int8.onnx"
+    proc = export_cli(
+        f"ckpt={run_dir / 'checkpoints/best.ckpt'}",
+        "format=onnx_int8",
+        f"out={out}",
+        f"data_root={data_root}",
+        f"calibration=[{data_root / 'Training'}]",
+        "n_check=4",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    gate = json.loads(lines[-1])["int8_gate"]
+    assert gate["check_images"] == 80 and gate["passed"] and set(gate["recall"]) == set(CLASS_NAMES)
+    assert "top-1 agreement 100.0%" in lines[-2] and "int8 gate passed: top-1 agreement" in proc.stdout
 
 
 def test_format_all_stays_exact_and_int8_is_named(int8: export_run.ExportResult, run_dir: Path) -> None:

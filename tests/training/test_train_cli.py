@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -16,17 +18,34 @@ from tests.helpers.train_runs import compose_train, small_run_args, train
 
 
 class TensorFlowProbe(L.Callback):
-    """Notes, at the end of the test stage, whether TensorFlow got imported (it must not be)."""
+    """Notes, when the training process exits (after the test stage and its artifacts), whether TensorFlow got
+    imported (it must not be)."""
 
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        Path(trainer.default_root_dir, "tensorflow_imported.json").write_text(json.dumps("tensorflow" in sys.modules))
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        where = Path(trainer.default_root_dir, "tensorflow_imported.json")
+        atexit.register(lambda: where.write_text(json.dumps("tensorflow" in sys.modules)))
 
 
 class OpenMPProbe(L.Callback):
     """Notes the OpenMP wait policy the training process runs under (train.py sets PASSIVE before torch loads)."""
 
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         Path(trainer.default_root_dir, "omp_wait_policy.json").write_text(json.dumps(os.environ.get("OMP_WAIT_POLICY")))
+
+
+def _scalars_and_texts(run_dir: Path) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
+    """Every scalar's values and every text summary of the run's TensorBoard event files."""
+    scalars: dict[str, list[float]] = {}
+    texts: dict[str, list[str]] = {}
+    for f in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(f), size_guidance={"scalars": 0, "tensors": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend(e.value for e in acc.Scalars(tag))
+        for tag in acc.Tags()["tensors"]:
+            for event in acc.Tensors(tag):
+                texts.setdefault(tag, []).extend(v.decode() for v in event.tensor_proto.string_val)
+    return scalars, texts
 
 
 def _events(run_dir: Path) -> dict[str, set[str]]:
@@ -67,10 +86,12 @@ def test_train_writes_every_artifact_and_tensorboard_tags(synthetic_root: Path, 
     assert metrics["protocol"] == "official" and metrics["epochs"] == 2 and metrics["n"] == 16
     assert sum(map(sum, metrics["confusion_matrix"])) == 16
     assert set(metrics["per_class"]) == {"glioma_tumor", "no_tumor", "meningioma_tumor", "pituitary_tumor"}
-    assert 0.0 <= metrics["acc"] <= 1.0 and metrics["weights_source"] == "random-init"
+    assert metrics["weights_source"] == "random-init"
     assert metrics["git_commit"] and metrics["model"] == "test_efficientnet"
     rows = (run_dir / "predictions.csv").read_text().splitlines()
     assert len(rows) == 17 and rows[0].startswith("path,true,predicted,confidence")
+    correct = [row.split(",")[1] == row.split(",")[2] for row in rows[1:]]
+    assert metrics["acc"] == sum(correct) / 16  # the figure is the predictions' own
     report = (run_dir / "classification_report.txt").read_text()
     assert "macro avg" in report and f"{metrics['acc']:.4f}" in report
     tags = _events(run_dir)
@@ -89,6 +110,40 @@ def test_train_writes_every_artifact_and_tensorboard_tags(synthetic_root: Path, 
     # the HPARAMS tab: an experiment that names the final metrics next to the hyperparameters
     assert any(b"hparams/test_acc" in content and b"max_epochs" in content for content in tags["hparams"])
     assert {"hparams/test_acc", "hparams/test_macro_f1"} <= tags["scalars"]
+
+
+@pytest.mark.slow
+def test_one_computation_feeds_tensorboard_and_metrics_json_within_the_limits(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """With TTA on and one batch of val and of test: metrics.json and TensorBoard's test/* are the same numbers,
+    from the same 8 test images the trainer's limit allows, with the precision they were computed in."""
+    run_dir = tmp_path / "run"
+    limits = ["+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1", "data.eval_batch_size=8"]
+    args = [
+        *small_run_args(synthetic_root),
+        "data.val_fraction=0.25",
+        "model.tta=true",
+        "trainer.precision=bf16-mixed",
+        *limits,
+    ]
+    proc = train([*args, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["n"] == 8 and metrics["split_sizes"]["test"] == 16  # one test batch, not the whole split
+    fit = metrics["temperature_fit"]
+    assert (fit["split"], fit["n"], fit["inference"]) == ("val", 8, "tta")  # one val batch of 12 images
+    assert len((run_dir / "predictions.csv").read_text().splitlines()) == 9
+    assert metrics["precision"] == fit["precision"] == "float32" and metrics["training_precision"] == "bf16-mixed"
+    assert metrics["inference"] == "tta" and metrics["acc"] == metrics["tta"]["acc"] and "plain" in metrics
+    scalars, texts = _scalars_and_texts(run_dir)
+    # TensorBoard keeps float32: the exact float32 value of metrics.json's figure
+    assert scalars["test/acc"] == [np.float32(metrics["acc"])]
+    assert scalars["test/macro_f1"] == [np.float32(metrics["macro_f1"])]
+    assert scalars["test/plain/acc"] == [np.float32(metrics["plain"]["acc"])]
+    assert scalars["test/ece"] == [np.float32(metrics["calibration"]["ece"])]
+    assert scalars["test/recall/no_tumor"] == [np.float32(metrics["per_class"]["no_tumor"]["recall"])]
+    assert texts["test/dtype/text_summary"] == ["8 test images, tta inference, computed in float32"]
+    assert "(8 images, tta inference, computed in float32)" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ def test_fast_dev_run_runs_every_stage_once_and_writes_the_test_artifacts(synthe
     assert "Running in `fast_dev_run` mode" in proc.stdout + proc.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["config"]["task_name"] == "debug" and metrics["config"]["trainer"]["fast_dev_run"] is True
-    assert metrics["best_checkpoint"] is None and metrics["calibration"] is None  # fast_dev_run saves nothing
+    assert metrics["best_checkpoint"] is None and metrics["temperature_fit"] is None  # fast_dev_run saves nothing
     assert metrics["n"] == 16 and sum(map(sum, metrics["confusion_matrix"])) == 16
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "tensorboard").exists()
 

@@ -24,7 +24,7 @@ def test_importing_tumorcls_leaves_sys_modules_alone() -> None:
         "print(tumorcls.NUM_CLASSES, tumorcls.__version__, sorted(tumorcls.__all__))"
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["[]", "4 0.1.0 ['CLASS_NAMES', 'NUM_CLASSES', '__version__']"]
+    assert proc.stdout.splitlines() == ["[]", "4 0.1.0 ['CLASS_NAMES', 'NUM_CLASSES', '__version__', 'load']"]
 
 
 def test_tensorboard_logging_of_a_training_run_does_not_import_tensorflow(tmp_path) -> None:  # noqa: ANN001

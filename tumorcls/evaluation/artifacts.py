@@ -3,8 +3,10 @@ that both folders hold the same files computed by the same metric code.
 
 Files (in ``out_dir``, each written atomically):
     metrics.json               acc, macro_f1, n, per_class{precision, recall, f1, support}, confusion_matrix
-                               (rows = true class), calibration{temperature, ece, nll, bins[, ece_uncalibrated]},
-                               then every key of ``info``
+                               (rows = true class), calibration{temperature, ece, nll, bins[, ece_uncalibrated,
+                               nll_uncalibrated]}: how well calibrated the probabilities are on these same
+                               images, then every key of ``info`` (which may not reuse a computed key: each
+                               key of metrics.json has one meaning)
     classification_report.txt  the scikit-learn style table
     confusion_matrix.png       heatmap titled ``title``
     reliability_diagram.png    accuracy against confidence (and T=1 next to it when ``raw_probs`` is given)
@@ -54,19 +56,26 @@ def calibration_metrics(
     raw_probs: np.ndarray | None = None,
     bins: int = DEFAULT_BINS,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """metrics.json's ``calibration`` block and the named probability sets the reliability diagram draws."""
-    nll = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-300, None))))
+    """metrics.json's ``calibration`` block (ECE and NLL of these probabilities on these images, and at T = 1
+    when the temperature is not 1 and the uncalibrated probabilities are known) and the named probability sets
+    the reliability diagram draws."""
     block: dict[str, Any] = {
         "temperature": temperature,
         "ece": expected_calibration_error(probs, labels, bins),
-        "nll": nll,
+        "nll": mean_nll(probs, labels),
         "bins": bins,
     }
     series = {f"model (T={temperature:.3f})" if temperature else "model": probs}
     if raw_probs is not None and temperature not in (None, 1.0):
         block["ece_uncalibrated"] = expected_calibration_error(raw_probs, labels, bins)
+        block["nll_uncalibrated"] = mean_nll(raw_probs, labels)
         series = {"T=1 (uncalibrated)": raw_probs, **series}
     return block, series
+
+
+def mean_nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The mean negative log-likelihood of the true classes."""
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-300, None))))
 
 
 def predictions_csv(paths: Sequence[Path], labels: np.ndarray, probs: np.ndarray, names: Sequence[str]) -> str:
@@ -99,9 +108,9 @@ def write_artifacts(
     labels: (N,) true class indices into ``class_names``; probs: (N, C) probabilities the model gives (its
     temperature applied); temperature: that temperature (None when unknown, e.g. an .h5 model);
     raw_probs: the same at T = 1, when known, for ``calibration.ece_uncalibrated`` and the diagram;
-    info: extra JSON-ready keys, written last: they win over computed keys of the same name (a ``calibration``
-    entry replaces the test-set block, as training's temperature fit summary does); paths: the image of each
-    row, for predictions.csv; history: per-epoch dicts (``epoch``, ``train/acc``, ``val/loss``...) for curves.png.
+    info: extra JSON-ready keys, written after the computed ones; a key that names a computed one is refused
+    (ValueError), so that no key of metrics.json means two things; paths: the image of each row, for
+    predictions.csv; history: per-epoch dicts (``epoch``, ``train/acc``, ``val/loss``...) for curves.png.
     """
     out_dir = Path(out_dir)
     labels = np.asarray(labels, dtype=np.int64)
@@ -110,7 +119,11 @@ def write_artifacts(
     _check_inputs(labels, probs, names)
     confmat = confusion_matrix(labels, probs, len(names))
     calibration, series = calibration_metrics(labels, probs, temperature, raw_probs, bins)
-    metrics = {**summary_metrics(confmat, names), "calibration": calibration, **(info or {})}
+    computed = {**summary_metrics(confmat, names), "calibration": calibration}
+    clash = sorted(set(computed) & set(info or {}))
+    if clash:
+        raise ValueError(f"info key(s) {clash} would replace computed metrics of the same name")
+    metrics = {**computed, **(info or {})}
     atomic_write_json(out_dir / "metrics.json", metrics)
     atomic_write_text(out_dir / "classification_report.txt", classification_report(confmat, names))
     if paths is not None:

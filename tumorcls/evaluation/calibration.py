@@ -11,11 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from tumorcls.atomic_io import atomic_write
-from tumorcls.models.checkpoint import CHECKPOINT_KEY, load_checkpoint, read_checkpoint
+from tumorcls.models.checkpoint import CHECKPOINT_KEY, read_checkpoint
 from tumorcls.probabilities import softmax
 
 log = logging.getLogger(__name__)
@@ -120,14 +119,19 @@ def store_temperature(ckpt_path: str | Path, temperature: float, info: Mapping[s
 
 
 def calibrate_checkpoint(
-    ckpt_path: str | Path, logits: np.ndarray, labels: np.ndarray, n_bins: int = DEFAULT_BINS
-) -> dict[str, float]:
+    ckpt_path: str | Path,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    n_bins: int = DEFAULT_BINS,
+    context: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Fit T on held-out (validation) logits of this checkpoint's model, store it in the checkpoint, and
-    return the before/after NLL and ECE on those logits."""
+    return the before/after NLL and ECE on those logits, after the ``context`` keys (which split, how the
+    logits were computed); the checkpoint stores the same summary."""
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels)
     temperature = fit_temperature(logits, labels)
-    summary = calibration_summary(logits, labels, temperature, n_bins)
+    summary = {**(context or {}), **calibration_summary(logits, labels, temperature, n_bins)}
     store_temperature(ckpt_path, temperature, summary)
     log.info(
         "temperature %.4f fitted on %d images: NLL %.4f -> %.4f, ECE %.4f -> %.4f; stored in %s",
@@ -140,31 +144,6 @@ def calibrate_checkpoint(
         ckpt_path,
     )
     return summary
-
-
-@torch.no_grad()
-def collect_logits(model: torch.nn.Module, loader: DataLoader, device: str | torch.device = "cpu") -> tuple:
-    """Float32 logits and labels of every batch ``(x, y)`` of ``loader``, as numpy arrays."""
-    was_training = model.training
-    model.eval().to(device)
-    logits, labels = [], []
-    for x, y in loader:
-        x = x.to(device)
-        # the logits validation and test use (flip-averaged when the model has tta on)
-        z = model.eval_logits(x) if hasattr(model, "eval_logits") else model(x)
-        logits.append(z.float().cpu())
-        labels.append(torch.as_tensor(y))
-    model.train(was_training)
-    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
-
-
-def calibrate_checkpoint_on_loader(
-    ckpt_path: str | Path, loader: DataLoader, device: str = "cpu", n_bins: int = DEFAULT_BINS
-) -> dict[str, float]:
-    """Load the checkpoint, collect its logits on ``loader`` (the validation split) and store the fitted T."""
-    model, _ = load_checkpoint(ckpt_path, expected_classes=None, map_location=device)
-    logits, labels = collect_logits(model, loader, device)
-    return calibrate_checkpoint(ckpt_path, logits, labels, n_bins)
 
 
 def reliability_figure(

@@ -3,13 +3,15 @@
 ROOT/<class>/* (class folders matched through aliases: glioma, notumor, no, meningioma, pituitary...), or
 the Kaggle layout ROOT/{Training,Testing}/<class>/* with --split Testing. The model is one file or several, an
 ensemble evaluated as one model (the mean of the members' probabilities). The command line is
-tumorcls.cli.evaluate; the files written are evaluation.artifacts'.
+tumorcls.cli.evaluate; the images go through the one evaluation loop (evaluation.loop) that training's test stage
+runs too, and the files written are evaluation.artifacts'.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,11 @@ import numpy as np
 from tumorcls.data.class_folders import canonical_class, class_index_map, map_class_folders
 from tumorcls.data.files import FOLDER_LAYOUT, SINGLE_SPLIT, list_class_folders, walk_dataset
 from tumorcls.errors import DatasetError
-from tumorcls.evaluation.artifacts import write_artifacts
 from tumorcls.evaluation.calibration import DEFAULT_BINS
+from tumorcls.evaluation.loop import PLAIN, TTA, LabelledBatch, score, write_report
 from tumorcls.inference.backends import Predictor, load_model, model_field
 from tumorcls.inference.backends.loader import ModelPaths
-from tumorcls.inference.batching import iter_batches, predict_batch
-from tumorcls.probabilities import uncalibrated
+from tumorcls.inference.batching import iter_batches
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,21 @@ def dataset_files(root: Path, split: str | None = None) -> tuple[list[Path], lis
     return files, [str(f.label) for f in dataset.images], dataset.non_images
 
 
+def labelled_batches(
+    predictor: Predictor, files: list[Path], labels: list[str], batch_size: int, failures: list[tuple[Path, str]]
+) -> Iterator[LabelledBatch]:
+    """The files decoded as the model's users decode them, with their class indices; an unreadable file is
+    warned about, recorded in ``failures`` and skipped."""
+    index = class_index_map(predictor.class_names)
+    label_of = dict(zip(files, labels))
+    for batch in iter_batches(files, predictor.decode_options(), batch_size):
+        for path, reason in batch.errors:
+            print(f"warning: {path}: {reason} (skipped)", file=sys.stderr)
+            failures.append((path, reason))
+        truth = np.asarray([index[label_of[p]] for p in batch.paths], dtype=np.int64)
+        yield LabelledBatch(batch.images, truth, batch.paths)
+
+
 def evaluate(
     predictor: Predictor,
     files: list[Path],
@@ -61,30 +77,25 @@ def evaluate(
     batch_size: int = 32,
     tta: bool = False,
 ) -> dict[str, Any]:
-    """Probabilities (temperature included), uncalibrated ones (T = 1, when known), true indices, failures."""
+    """The evaluation loop's scores (plain, and with ``tta`` also flip-averaged), and of the mode asked for: its
+    probabilities (temperature included), uncalibrated ones (T = 1, when known), true indices; failures."""
     index = class_index_map(predictor.class_names)
     missing = sorted({c for c in labels if c not in index})
     if missing:
         raise DatasetError(f"the model has no output for class(es) {missing}; its classes: {predictor.class_names}")
-    label_of = dict(zip(files, labels))
-    probs, raw, truth, kept, failures = [], [], [], [], []
-    for batch in iter_batches(files, predictor.decode_options(), batch_size):
-        for path, reason in batch.errors:
-            print(f"warning: {path}: {reason} (skipped)", file=sys.stderr)
-            failures.append((path, reason))
-        out = predict_batch(predictor, batch.images, tta)
-        probs.append(out.probs)
-        raw.append(out.raw_probs if out.raw_probs is not None else uncalibrated(out.probs, predictor.temperature))
-        truth.extend(index[label_of[p]] for p in batch.paths)
-        kept.extend(batch.paths)
-    if not kept:
+    failures: list[tuple[Path, str]] = []
+    scores = score(predictor, labelled_batches(predictor, files, labels, batch_size, failures), tta)
+    if scores.n == 0:
         raise DatasetError(f"none of the {len(files)} image files could be decoded")
+    mode = TTA if tta else PLAIN
     return {
-        "probs": np.concatenate(probs),
-        "raw_probs": None if any(r is None for r in raw) else np.concatenate(raw),
-        "labels": np.asarray(truth, dtype=np.int64),
-        "paths": kept,
+        "probs": scores.probs[mode],
+        "raw_probs": scores.raw_probs[mode],
+        "labels": scores.labels,
+        "paths": scores.paths,
         "failures": failures,
+        "scores": scores,
+        "mode": mode,
     }
 
 
@@ -112,19 +123,10 @@ def evaluate_dataset(
         "model": model_field(model),
         "backend": predictor.backend,
         "data": str(data),
-        "tta": tta,
         "failed_files": [str(p) for p, _ in result["failures"]],
     }
-    metrics = write_artifacts(
-        out,
-        result["labels"],
-        result["probs"],
-        predictor.class_names,
-        info,
-        title=f"{data.name} ({predictor.backend})",
-        temperature=predictor.temperature,
-        raw_probs=result["raw_probs"],
-        paths=result["paths"],
-        bins=bins,
+    title = f"{data.name} ({predictor.backend})"
+    metrics = write_report(
+        out, result["scores"], predictor.class_names, info, reported=result["mode"], title=title, bins=bins
     )
     return metrics, result

@@ -4,7 +4,9 @@ file only if it reproduces the PyTorch model's probabilities on real (or, failin
 Both sides of that comparison are the inference backends users run: the checkpoint backend gives the
 reference, and the written (temporary) file is loaded by the ONNX or Keras backend, contract checks included.
 Parity and int8 calibration images are decoded as the model's users decode them, with its crop and intensity
-normalisation; the loaded file must declare the same preprocessing as the checkpoint.
+normalisation; the loaded file must declare the same preprocessing as the checkpoint. The int8 file is not exact:
+it is kept only if its top-1 class agrees with the float model's on enough check images that are not its
+calibration images (tumorcls.export.int8: the gate and its per-class recall report).
 
 Several checkpoints (``ckpt=[a.ckpt,b.ckpt]``) export to one ONNX file whose graph averages the members'
 probabilities; its reference is the mean of the members' checkpoint-backend probabilities. Ensembles export to
@@ -23,9 +25,17 @@ from typing import Any
 import cv2
 import numpy as np
 
+from tumorcls.data.class_folders import canonical_class
 from tumorcls.data.decode import DecodeOptions, ImageDecodeError, read_image
 from tumorcls.data.files import find_images
 from tumorcls.errors import ExportError
+from tumorcls.export.int8 import (
+    DEFAULT_CHECK_IMAGES,
+    DEFAULT_MIN_AGREEMENT,
+    MIN_CHECK_IMAGES,
+    gate_summary,
+    int8_gate,
+)
 from tumorcls.export.spec import (
     ALL_FORMATS,
     FORMATS,
@@ -48,17 +58,19 @@ ImageArg = Sequence[str | Path] | str | None  # image files, folders or globs; o
 CheckpointArg = str | Path | Sequence[str | Path] | None  # one checkpoint, or an ensemble's members
 RootArg = str | Path | None
 DEFAULT_ATOL = 1e-4
-DEFAULT_MIN_AGREEMENT = 0.8
 DEFAULT_NAMES = {"onnx": "model.onnx", "keras": "model.h5", "onnx_int8": "model.int8.onnx"}
 PARITY_BATCH = 32  # the reference is computed this many images at a time
 
 
 @dataclass(frozen=True)
 class ParityImages:
-    """uint8 RGB pixels (N, size, size, 3) the exports are checked on, and where they came from."""
+    """uint8 RGB pixels (N, size, size, 3) the exports are checked on, where they came from, their files (when
+    read from files) and their class indices (when known)."""
 
     pixels: np.ndarray
     source: str
+    files: tuple[Path, ...] = ()
+    labels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,7 @@ class ExportResult:
     n_images: int
     image_source: str
     details: dict[str, float]
+    gate: dict[str, Any] | None = None  # format=onnx_int8: the int8 gate's report (tumorcls.export.int8.int8_gate)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,6 +142,13 @@ def _manifest_files(
     run_dir: Path, data_root: str | Path | None, n: int, splits: Sequence[str] = ("test", "val", "train")
 ) -> list[Path]:
     """Up to ``n`` files of the run's splits.csv from ``splits``, in that order, taking the classes in turn."""
+    return [path for path, _ in _manifest_rows(run_dir, data_root, n, splits)]
+
+
+def _manifest_rows(
+    run_dir: Path, data_root: str | Path | None, n: int, splits: Sequence[str]
+) -> list[tuple[Path, str]]:
+    """(file, class name) of up to ``n`` rows of the run's splits.csv from ``splits``, taking the classes in turn."""
     manifest = RunLayout(run_dir).splits_csv
     if not manifest.is_file():
         return []
@@ -147,12 +167,13 @@ def _manifest_files(
     by_class: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         by_class.setdefault(row.get("label", ""), []).append(row)
-    picked: list[Path] = []
+    picked: list[tuple[Path, str]] = []
     queues = list(by_class.values())
     while len(picked) < n and any(queues):
         for queue in queues:
             if queue and len(picked) < n:
-                picked.append(root / queue.pop(0)["path"])
+                row = queue.pop(0)
+                picked.append((root / row["path"], row.get("class_name", "")))
     return picked
 
 
@@ -184,10 +205,15 @@ def parity_images(
 
 
 def _decode(files: Sequence[Path], options: DecodeOptions, purpose: str) -> list[np.ndarray]:
-    decoded: list[np.ndarray] = []
-    for path in files:
+    return [image for _, image in _decode_kept(files, options, purpose)]
+
+
+def _decode_kept(files: Sequence[Path], options: DecodeOptions, purpose: str) -> list[tuple[int, np.ndarray]]:
+    """(index into ``files``, pixels) of each file that decodes; the others are logged and skipped."""
+    decoded: list[tuple[int, np.ndarray]] = []
+    for i, path in enumerate(files):
         try:
-            decoded.append(read_image(path, options))
+            decoded.append((i, read_image(path, options)))
         except ImageDecodeError as exc:
             log.warning("skipping %s image: %s", purpose, exc)
     return decoded
@@ -209,7 +235,7 @@ def calibration_images(
     else:
         files = _manifest_files(Path(spec.run_dir), data_root, n, splits=("train",)) if spec.run_dir else []
         source = "train split of the run's splits.csv"
-    decoded = _decode(files, options, "calibration")
+    decoded = _decode_kept(files, options, "calibration")
     if not decoded and images:
         raise ExportError("none of the given calibration images could be read")
     if not decoded:
@@ -217,7 +243,50 @@ def calibration_images(
             "format=onnx_int8 needs training images to calibrate on: the run's splits.csv and data root were not "
             "found; give calibration=<folder of training images> (or data_root=)"
         )
-    return ParityImages(np.stack(decoded), f"{source} ({len(decoded)} images)")
+    kept = tuple(files[i] for i, _ in decoded)
+    return ParityImages(np.stack([image for _, image in decoded]), f"{source} ({len(decoded)} images)", kept)
+
+
+def _class_indices(names: Sequence[str], class_names: Sequence[str]) -> np.ndarray | None:
+    """The model's class index of each class (or class folder) name; None unless every name is a known class."""
+    index = {canonical_class(c): i for i, c in enumerate(class_names)}
+    found = [index.get(canonical_class(name)) for name in names]
+    return None if not found or None in found else np.asarray(found, dtype=np.int64)
+
+
+def int8_check_images(
+    spec: ExportSpec,
+    images: ImageArg = None,
+    data_root: RootArg = None,
+    n: int = DEFAULT_CHECK_IMAGES,
+    exclude: Sequence[Path] = (),
+) -> ParityImages:
+    """Up to ``n`` images the int8 gate compares the float and int8 models on, none of them a calibration image
+    (``exclude``): the given files or folders (spread evenly over them; a file's class is its folder's name),
+    else the test and val splits of the run's splits.csv (classes taken in turn). At least MIN_CHECK_IMAGES must
+    decode, or the export is refused. Labelled when every image's class is known."""
+    if isinstance(images, str | Path):
+        images = [images]
+    excluded = {Path(p).resolve() for p in exclude}
+    if images:
+        rows = [(f, f.parent.name) for f in _image_files(images, "int8 check")]
+        source = "given images"
+    else:
+        rows = _manifest_rows(Path(spec.run_dir), data_root, n + len(excluded), ("test", "val")) if spec.run_dir else []
+        source = "test and val splits of the run's splits.csv"
+    rows = [(f, c) for f, c in rows if f.resolve() not in excluded]
+    if len(rows) > n:
+        rows = [rows[i] for i in np.unique(np.linspace(0, len(rows) - 1, n).round().astype(int))]
+    decoded = _decode_kept([f for f, _ in rows], decode_options(spec), "int8 check")
+    if len(decoded) < MIN_CHECK_IMAGES:
+        raise ExportError(
+            f"the int8 gate needs at least {MIN_CHECK_IMAGES} check images that are not calibration images; found "
+            f"{len(decoded)} ({source}); give images=<folders of labelled images>"
+        )
+    kept = [rows[i] for i, _ in decoded]
+    labels = _class_indices([c for _, c in kept], spec.class_names)
+    pixels = np.stack([image for _, image in decoded])
+    return ParityImages(pixels, f"{source} ({len(decoded)} images)", tuple(f for f, _ in kept), labels)
 
 
 def synthetic_scans(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -308,24 +377,28 @@ def onnx_check(
 
 def onnx_int8_check(
     reference: np.ndarray,
-    pixels: np.ndarray,
+    images: ParityImages,
+    class_names: Sequence[str],
     min_agreement: float,
     found: dict[str, float],
+    report: dict[str, Any],
     expected: DecodeOptions | None = None,
 ) -> Callable:
-    """A check for the int8 ONNX file: not exact, so its top-1 class must agree with PyTorch's on at least
-    ``min_agreement`` of the parity images; the largest probability difference is reported."""
+    """A check for the int8 ONNX file: not exact, so its top-1 class must agree with the float model's on at
+    least ``min_agreement`` of the int8 check ``images``; fills ``report`` (the gate's, with per-class recall
+    where the images are labelled) and the largest probability difference."""
 
     def check(path: Path) -> None:
-        probabilities = _load_export(OnnxPredictor, path, "the int8 ONNX file", expected).predict_proba(pixels)
+        predictor = _load_export(OnnxPredictor, path, "the int8 ONNX file", expected)
+        batches = [
+            predictor.predict_proba(images.pixels[i : i + PARITY_BATCH]) for i in range(0, len(reference), PARITY_BATCH)
+        ]
+        probabilities = np.concatenate(batches)
         found["batch_n"] = _max_diff(probabilities, reference)
-        agreement = float((probabilities.argmax(1) == reference.argmax(1)).mean())
-        found["top1_agreement"] = agreement
-        if agreement < min_agreement:
-            raise ExportError(
-                f"the int8 ONNX file agrees with the PyTorch model on {agreement:.1%} of {len(pixels)} images, "
-                f"below int8_min_agreement={min_agreement:g}; keep the float model.onnx"
-            )
+        report.update(int8_gate(reference, probabilities, images.labels, class_names, min_agreement))
+        found["top1_agreement"] = report["top1_agreement"]
+        if not report["passed"]:
+            raise ExportError(f"the int8 ONNX file is refused: {gate_summary(report)}; keep the float model.onnx")
 
     return check
 
@@ -363,6 +436,8 @@ class ExportPlan:
     parity: ParityImages
     reference: np.ndarray  # the checkpoint backend's probabilities on the parity pixels (an ensemble: their mean)
     calibration: ParityImages | None
+    int8_check: ParityImages | None = None  # format=onnx_int8: the gate's images, never calibration images
+    int8_reference: np.ndarray | None = None  # the checkpoint backend's probabilities on them
 
 
 def checkpoint_list(ckpt: CheckpointArg) -> list[str | Path]:
@@ -399,6 +474,7 @@ def plan_export(
     n_check: int,
     parity: dict[str, Any],
     calibration: dict[str, Any],
+    int8_check: dict[str, Any] | None = None,
 ) -> ExportPlan:
     """Check the options, load the checkpoint(s), refuse unwritable targets, gather the images."""
     ckpts = checkpoint_list(ckpt)
@@ -417,10 +493,14 @@ def plan_export(
         from tumorcls.export.to_keras import import_keras
 
         import_keras()  # fail before any export when TensorFlow is missing
-    calibrate = calibration_images(spec, **calibration) if "onnx_int8" in formats else None
+    calibrate, check, check_reference = None, None, None
+    if "onnx_int8" in formats:
+        calibrate = calibration_images(spec, **calibration)
+        check = int8_check_images(spec, **{**parity, **(int8_check or {})}, exclude=calibrate.files)
+        check_reference = reference_probabilities(model, spec, check.pixels)
     images = parity_images(spec, n=n_check, **parity)
     reference = reference_probabilities(model, spec, images.pixels)
-    return ExportPlan(model, spec, targets, images, reference, calibrate)
+    return ExportPlan(model, spec, targets, images, reference, calibrate, check, check_reference)
 
 
 def _write_one(
@@ -428,21 +508,26 @@ def _write_one(
 ) -> ExportResult:
     """Write one format (checked before it gets its final name) and describe it."""
     found: dict[str, float] = {}
+    gate: dict[str, Any] = {}
     pixels, reference, expected = plan.parity.pixels, plan.reference, decode_options(plan.spec)
+    images = plan.parity
     if fmt == "onnx":
         check = onnx_check(reference, pixels, limits["atol"], found, expected)
         written = export_onnx(plan.model, path, plan.spec, opset, overwrite, check)
     elif fmt == "onnx_int8":
-        log.info("int8 calibration on %s", plan.calibration.source)
-        check = onnx_int8_check(reference, pixels, limits["int8_min_agreement"], found, expected)
+        log.info("int8 calibration on %s; int8 gate on %s", plan.calibration.source, plan.int8_check.source)
+        images, names = plan.int8_check, plan.spec.class_names
+        check = onnx_int8_check(plan.int8_reference, images, names, limits["int8_min_agreement"], found, gate, expected)
         written = export_onnx(plan.model, path, plan.spec, opset, overwrite, check, plan.calibration.pixels)
+        log.info("int8 gate passed: %s", gate_summary(gate))
     else:
         from tumorcls.export.to_keras import export_keras
 
         check = keras_check(reference, pixels, limits["atol"], found, expected)
         written = export_keras(plan.model, path, plan.spec, overwrite, check)
     worst = max(v for k, v in found.items() if k != "top1_agreement")
-    result = ExportResult(fmt, str(written), written.stat().st_size, worst, len(pixels), plan.parity.source, found)
+    size = written.stat().st_size
+    result = ExportResult(fmt, str(written), size, worst, len(images.pixels), images.source, found, gate or None)
     log.info(
         "wrote %s (%s, %.1f MB); max |p_%s - p_torch| = %.2e on %s",
         written,
@@ -450,7 +535,7 @@ def _write_one(
         result.size_bytes / 1e6,
         fmt,
         result.max_abs_diff,
-        plan.parity.source,
+        images.source,
     )
     return result
 
@@ -468,9 +553,16 @@ def export_checkpoint(
     calibration: Sequence[str | Path] | str | None = None,
     n_calibrate: int = 128,
     int8_min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    n_int8_check: int = DEFAULT_CHECK_IMAGES,
 ) -> list[ExportResult]:
     """Export ``ckpt`` to each format; every file is verified before it gets its final name. Several checkpoints
-    export to one ONNX file averaging their probabilities (``fmt="onnx"`` and ``out`` required)."""
+    export to one ONNX file averaging their probabilities (``fmt="onnx"`` and ``out`` required). The int8 file
+    is gated on up to ``n_int8_check`` images (``images`` when given, else the run's test and val splits; never
+    calibration images): kept only if its top-1 agreement with the float model reaches ``int8_min_agreement``."""
+    if not 0.0 < int8_min_agreement <= 1.0:
+        raise ExportError(f"int8_min_agreement must be in (0, 1], got {int8_min_agreement:g}")
+    if n_int8_check < MIN_CHECK_IMAGES:
+        raise ExportError(f"n_int8_check must be at least {MIN_CHECK_IMAGES}, got {n_int8_check}")
     plan = plan_export(
         ckpt,
         fmt,
@@ -480,6 +572,7 @@ def export_checkpoint(
         n_check,
         parity={"images": images, "data_root": data_root},
         calibration={"images": calibration, "data_root": data_root, "n": n_calibrate},
+        int8_check={"n": n_int8_check},
     )
     log.info("parity check on %s; tolerance %g", plan.parity.source, atol)
     if plan.spec.has_preprocessing:

@@ -191,6 +191,8 @@ class TumorClassifier(L.LightningModule):
         self._eval_step(batch, "val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """For ``trainer.test`` called directly. train.py does not run it: its test figures (metrics.json and the
+        loggers' ``test/*``) come from the one evaluation loop, tumorcls.evaluation.loop."""
         self._eval_step(batch, "test")
 
     def _log_eval_epoch(self, stage: str) -> None:
