@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Tests never reach a model hub: a hub lookup must fail at once instead of retrying. huggingface_hub
 # reads this when first imported, so it is set before anything imports it.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Tests (and the train.py runs they start) never read or fill the user's decode cache: theirs is a temporary
+# folder, removed at exit. A test of the cache passes its own folder.
+os.environ["TUMORCLS_CACHE"] = tempfile.mkdtemp(prefix="tumorcls-test-cache-")
+atexit.register(shutil.rmtree, os.environ["TUMORCLS_CACHE"], True)
 
 from pathlib import Path  # noqa: E402
 

@@ -67,11 +67,11 @@ def test_training_images_are_augmented_but_eval_images_are_not(synthetic_root: P
         train_augmentations=[{"_target_": "albumentations.HorizontalFlip", "p": 1.0}],
     )
     dm.setup()
-    raw = dm.datasets["train"].images[0]
+    raw = dm.datasets["train"].image(0)
     flipped = dm.datasets["train"][0][0]
     plain = dm.eval_transform(image=raw)["image"]
     assert torch.allclose(flipped, torch.flip(plain, dims=[2]), atol=1e-6)
-    assert torch.equal(dm.datasets["test"][0][0], dm.eval_transform(image=dm.datasets["test"].images[0])["image"])
+    assert torch.equal(dm.datasets["test"][0][0], dm.eval_transform(image=dm.datasets["test"].image(0))["image"])
 
 
 def test_manifest_is_identical_for_the_same_seed(synthetic_root: Path, tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
-"""LightningDataModule: decode the dataset once into memory, split it by protocol, serve augmented tensors."""
+"""LightningDataModule: decode the dataset once (into the on-disk cache, memory-mapped, or into memory), split it
+by protocol into index arrays over that one array, serve augmented tensors."""
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,11 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tumorcls.data.batch_augment import AUGMENT_ON, BatchAugment, resolve_augment_on
 from tumorcls.data.cache import DecodedImages, decode_records
 from tumorcls.data.decode import DEFAULT_MAX_PIXELS, DecodeOptions
+from tumorcls.data.disk_cache import GB, DecodeCache, default_cache_dir
 from tumorcls.data.hashing import duplicate_groups
+from tumorcls.data.mapped_arrays import picklable_array, unpickled_array
 from tumorcls.data.preprocess import check_preprocess
-from tumorcls.data.scan import SOURCE_SPLITS, scan_dataset
+from tumorcls.data.scan import SOURCE_SPLITS, ScanResult, scan_dataset
 from tumorcls.data.splits import PROTOCOLS, SPLITS, make_splits, write_manifest
 from tumorcls.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from tumorcls.errors import DatasetError
@@ -63,27 +67,57 @@ class Uint8ToTensor:
         """Nothing random runs here (same interface as A.Compose)."""
 
 
-class ArrayDataset(Dataset):
-    """Items of an in-memory uint8 image array, transformed on access."""
+def take_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``images[rows]`` in the order of ``rows``, read in increasing row order (a memory map is read forward,
+    page by page) into one new array."""
+    order = np.argsort(rows, kind="stable")
+    out = np.empty((len(rows), *images.shape[1:]), dtype=images.dtype)
+    out[order] = images[rows[order]]
+    return out
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose | Uint8ToTensor) -> None:
-        self.images = images
-        self.labels = labels
+
+class ArrayDataset(Dataset):
+    """The items ``indices`` (default: all) of a uint8 image array shared by every split (in memory or a
+    memory map of the decode cache: never copied), transformed on access. ``labels`` are the base array's;
+    ``self.labels`` are this split's."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        transform: A.Compose | Uint8ToTensor,
+        indices: np.ndarray | None = None,
+    ) -> None:
+        self.base_images = images
+        self.indices = np.arange(len(labels)) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.labels = np.asarray(labels)[self.indices]
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def image(self, i: int) -> np.ndarray:
+        """Item ``i``'s uint8 H x W x 3 pixels, before the transform (a copy of one row)."""
+        return np.array(self.base_images[self.indices[i]])
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(image=self.images[i])["image"], int(self.labels[i])
+        return self.transform(image=self.image(i))["image"], int(self.labels[i])
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]] | CollatedBatch:
-        """A whole batch (the DataLoader asks for one at a time): one array slice when the transform works on
-        batches (``augment_on=device``), else the items one by one."""
+        """A whole batch (the DataLoader asks for one at a time): one sorted fancy index into the base array
+        when the transform works on batches (``augment_on=device``), else the items one by one."""
         if not hasattr(self.transform, "batch"):
             return [self[i] for i in indices]
         idx = np.asarray(indices)
-        return CollatedBatch((self.transform.batch(self.images[idx]), torch.from_numpy(self.labels[idx]).long()))
+        images = take_rows(self.base_images, self.indices[idx])
+        return CollatedBatch((self.transform.batch(images), torch.from_numpy(self.labels[idx]).long()))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (spawned DataLoader workers), a memory-mapped base array travels as its file name."""
+        return {**self.__dict__, "base_images": picklable_array(self.base_images)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, base_images=unpickled_array(state["base_images"]))
 
 
 class CollatedBatch(tuple):
@@ -113,12 +147,31 @@ def _decode_options(
     return DecodeOptions(size, interpolation, min_side, max_pixels, crop, intensity)
 
 
+def _check_protocol(protocol: str, num_folds: int | None, fold: int) -> None:
+    """A known protocol, and k-fold settings only where they apply; one line else."""
+    if protocol not in PROTOCOLS:
+        raise DatasetError(f"unknown data.protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
+    if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
+        raise DatasetError(f"data.fold={fold} of data.num_folds={num_folds}: need num_folds >= 2, 0 <= fold < it")
+    if num_folds is not None and protocol != "grouped":
+        raise DatasetError("k-fold cross-validation (data.num_folds) needs data.protocol=grouped")
+
+
+def _decode_cache(cache_dir: str | os.PathLike | None, cache_max_gb: float) -> DecodeCache:
+    """The decode cache in ``cache_dir`` (None: the user's cache folder), at most ``cache_max_gb`` GB."""
+    if not (isinstance(cache_max_gb, int | float) and cache_max_gb > 0):
+        raise DatasetError(f"data.cache_max_gb must be > 0, got {cache_max_gb!r}")
+    return DecodeCache(cache_dir or default_cache_dir(), int(cache_max_gb * GB))
+
+
 class TumorDataModule(L.LightningDataModule):
     """Brain MRI slices in the Kaggle layout ``root/{Training,Testing}/<class>/*``.
 
-    Images are decoded once, at ``size`` x ``size``, in ``setup``; epochs only augment: in the DataLoader with
-    albumentations (``augment_on="cpu"``), or batch-wise on the model's device after the transfer
-    (``augment_on="device"``, data.batch_augment: the train loader then serves uint8 tensors).
+    Images are decoded once, at ``size`` x ``size``, in ``setup``: into the on-disk decode cache
+    (``tumorcls.data.disk_cache``; a later setup of the same files and settings maps it and decodes nothing), or
+    into memory with ``cache=False``. The splits are index arrays over that one array. Epochs only augment: in
+    the DataLoader with albumentations (``augment_on="cpu"``), or batch-wise on the model's device after the
+    transfer (``augment_on="device"``, data.batch_augment: the train loader then serves uint8 tensors).
     """
 
     def __init__(
@@ -146,10 +199,12 @@ class TumorDataModule(L.LightningDataModule):
         augment_on: str = "cpu",
         crop: str = "none",
         intensity: str = "none",
+        cache: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+        cache_max_gb: float = 20.0,
     ) -> None:
         super().__init__()
-        if protocol not in PROTOCOLS:
-            raise DatasetError(f"unknown data.protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
+        _check_protocol(protocol, num_folds, fold)
         augment_on = _resolved_augment_on(augment_on, train_augmentations)
         self.root = Path(root).expanduser()
         self.protocol = protocol
@@ -162,14 +217,12 @@ class TumorDataModule(L.LightningDataModule):
         self.test_fraction = test_fraction
         self.val_fraction = val_fraction
         self.near_dup_distance = near_dup_distance
-        if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
-            raise DatasetError(f"data.fold={fold} of data.num_folds={num_folds}: need num_folds >= 2, 0 <= fold < it")
-        if num_folds is not None and protocol != "grouped":
-            raise DatasetError("k-fold cross-validation (data.num_folds) needs data.protocol=grouped")
         self.num_folds, self.fold = num_folds, fold
         self.mean, self.std = tuple(mean), tuple(std)
         self.decode_options = _decode_options(size, interpolation, min_image_side, max_pixels, crop, intensity)
         self.manifest_path = Path(manifest_path) if manifest_path else None
+        self.cache = _decode_cache(cache_dir, cache_max_gb) if cache else None
+        self.cache_status: dict[str, Any] = {}  # how setup got its pixels: state (hit|written|off|memory), path
         self.train_transform = build_transforms(size, train_augmentations, self.mean, self.std)
         self.eval_transform = build_transforms(size, (), self.mean, self.std)
         self.augment_on = augment_on
@@ -185,7 +238,7 @@ class TumorDataModule(L.LightningDataModule):
         if self.datasets:
             return
         scan = scan_dataset(self.root, SOURCE_SPLITS)
-        decoded = decode_records(scan.records, self.decode_options)
+        decoded = self._decode(scan)
         self.skipped_files = len(scan.skipped) + len(decoded.failures)
         groups = duplicate_groups(
             decoded.sha256, decoded.phashes, self.near_dup_distance if self.protocol == "grouped" else None
@@ -209,13 +262,34 @@ class TumorDataModule(L.LightningDataModule):
         for name in SPLITS:
             idx = np.flatnonzero(split == name)
             transform = train_transform if name == "train" else self.eval_transform
-            self.datasets[name] = ArrayDataset(decoded.images[idx], decoded.labels[idx], transform)
+            self.datasets[name] = ArrayDataset(decoded.images, decoded.labels, transform, indices=idx)
         counts = {name: np.bincount(self.datasets[name].labels, minlength=len(CLASS_NAMES)).tolist() for name in SPLITS}
         log.info(
             "protocol=%s split sizes %s per class %s", self.protocol, {k: sum(v) for k, v in counts.items()}, counts
         )
         if self.manifest_path is not None:
             self.write_manifest(self.manifest_path)
+
+    def _decode(self, scan: ScanResult) -> DecodedImages:
+        """The decoded dataset: mapped from the decode cache (written first when missing), or, with
+        ``cache=False`` or a cache that cannot hold it, decoded into memory; one line says which, and where."""
+        started = time.perf_counter()
+        result = self.cache.load(scan.root, scan.records, self.decode_options) if self.cache is not None else None
+        if result is not None:
+            decoded, state, where, seconds = result.decoded, result.state, str(result.path), result.seconds
+        else:
+            decoded, where = decode_records(scan.records, self.decode_options), None
+            state, seconds = "off" if self.cache is None else "memory", time.perf_counter() - started
+        self.cache_status = {"state": state, "path": where, "decode_seconds": round(seconds, 1)}
+        n, gigabytes = len(decoded.records), decoded.images.nbytes / GB
+        lines = {
+            "hit": f"decode cache hit: {n} images ({gigabytes:.2f} GB) mapped from {where}, nothing decoded",
+            "written": f"decode cache written: {n} images decoded in {seconds:.1f} s into {where} ({gigabytes:.2f} GB)",
+            "off": f"decode cache off (data.cache=false): {n} images decoded into memory in {seconds:.1f} s",
+            "memory": f"decode cache not used (warning above): {n} images decoded into memory in {seconds:.1f} s",
+        }
+        log.info("%s", lines[state])
+        return decoded
 
     def write_manifest(self, path: str | os.PathLike) -> Path:
         if self.decoded is None or self.split is None:

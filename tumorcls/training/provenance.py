@@ -22,7 +22,7 @@ class Timings:
     data_seconds: float  # decoding the dataset
     fit_seconds: float
     calibrate_seconds: float | None = None  # the temperature fit on the val split
-    test_seconds: float | None = None  # trainer.test of the best checkpoint (artifacts not included)
+    test_seconds: float | None = None  # the test pass over the best checkpoint (artifacts not included)
 
 
 def git_commit() -> str:
@@ -60,10 +60,11 @@ def run_provenance(
     model: TumorClassifier,
     trainer: L.Trainer,
     best: str | None,
-    calibration: dict[str, Any] | None,
+    temperature_fit: dict[str, Any] | None,
     timings: Timings,
 ) -> dict[str, Any]:
-    """The keys metrics.json carries besides the test metrics."""
+    """The keys metrics.json carries besides the test metrics; ``temperature_fit`` is the validation temperature
+    fit of best.ckpt (None when none ran)."""
     return {
         "protocol": datamodule.protocol,
         "split_seed": datamodule.split_seed,
@@ -75,8 +76,10 @@ def run_provenance(
         "epochs": trainer.current_epoch,
         "split_sizes": datamodule.split_sizes(),
         "skipped_files": datamodule.skipped_files,
-        "calibration": calibration,
+        "temperature_fit": temperature_fit,
+        "training_precision": str(trainer.precision),
         "data_seconds": round(timings.data_seconds, 1),
+        "data_cache": datamodule.cache_status or None,  # hit | written | off | memory, and the entry's folder
         "fit_seconds": round(timings.fit_seconds, 1),
         **{
             key: round(value, 1)
