@@ -1,7 +1,9 @@
 """The page in a real browser (headless Chromium from Debian, driven by Playwright): upload an image, read the
 class and probabilities the page shows and compare them with the API's; see the Grad-CAM overlay for a
 checkpoint and the "needs the checkpoint" note for ONNX; a junk file gives one line; the batch tab gives a table
-and a CSV; and no request leaves 127.0.0.1 (Gradio is kept offline)."""
+and a CSV; an example is classified; and no request leaves 127.0.0.1 (Gradio is kept offline). Against a hostile
+web: a page served under another name (DNS rebinding) gets nothing, another site's form cannot post to the API,
+and a server with a key asks a person for it once, then the page works."""
 
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ import numpy as np
 import pytest
 
 from tumorcls.labels import CLASS_NAMES
-from tumorcls.serve.app import serving_in_thread
 from tumorcls.serve.config import ServeConfig
 from tumorcls.serve.explain import NEEDS_CHECKPOINT
+from tumorcls.serve.runner import serving_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -28,7 +30,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--host-resolver-rules=MAP rebound.example 127.0.0.1",  # a name an attacker pointed at this machine
 ]
+KEY = "browser-test-key-0123456789"
 WAIT_MS = 60_000
 
 if not CHROMIUM.is_file():
@@ -47,13 +51,13 @@ def browser() -> Iterator:
 class OfflinePage:
     """A browser tab on the server at ``url`` that refuses, and records, every request going anywhere else."""
 
-    def __init__(self, browser, url: str) -> None:  # noqa: ANN001 - playwright Browser
+    def __init__(self, browser, url: str, wait_for: str = "#disclaimer") -> None:  # noqa: ANN001 - playwright Browser
         self.url = url
         self.outside: list[str] = []
         self.page = browser.new_page(viewport={"width": 1280, "height": 1000})
         self.page.route("**/*", self._route)
         self.page.goto(url + "/")
-        self.page.wait_for_selector("#disclaimer", timeout=WAIT_MS)
+        self.page.wait_for_selector(wait_for, timeout=WAIT_MS)
 
     def _route(self, route) -> None:  # noqa: ANN001 - playwright Route
         host = urlparse(route.request.url).hostname
@@ -137,12 +141,76 @@ def test_checkpoint_page_shows_class_probabilities_cam_and_errors(
         assert tab.outside == []
 
 
-def test_onnx_page_says_explanations_need_the_checkpoint(browser, onnx_model: Path, image_files) -> None:  # noqa: ANN001
-    with serving_in_thread(ServeConfig(model=onnx_model, port=0)) as url:
+def test_onnx_page_says_explanations_need_the_checkpoint_and_classifies_an_example(
+    browser,  # noqa: ANN001
+    onnx_model: Path,
+    image_files: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    (examples / "example_scan.png").write_bytes(image_files["png2"].read_bytes())
+    with serving_in_thread(ServeConfig(model=onnx_model, port=0, examples=examples)) as url:
         tab = OfflinePage(browser, url)
         assert tab.text("#cam-note") == NEEDS_CHECKPOINT.format(backend="onnx")
         tab.upload(image_files["png"])
         expected = api_answer(url, image_files["png"])
         assert tab.wait_for_text("#result", "Predicted").startswith(f"Predicted {expected['class']} · confidence")
         assert not tab.page.is_visible("#cam-image")
+        tab.page.click("button.gallery-item:has-text('example_scan.png')")  # Gradio's copy of the example
+        example = api_answer(url, image_files["png2"])
+        tab.page.wait_for_function(
+            "text => document.querySelector('#result').innerText.includes(text)",
+            arg=f"Predicted {example['class']} · confidence {example['confidence']:.4f}",
+            timeout=WAIT_MS,
+        )
+        assert tab.outside == []
+
+
+def test_a_page_under_a_name_the_server_was_not_given_gets_nothing(browser, onnx_model: Path) -> None:  # noqa: ANN001
+    """DNS rebinding: rebound.example resolves to 127.0.0.1; what the browser loads there is refused."""
+    with serving_in_thread(ServeConfig(model=onnx_model, port=0)) as url:
+        port = urlparse(url).port
+        page = browser.new_page()
+        response = page.goto(f"http://rebound.example:{port}/")
+        refused = {"error": f"host 'rebound.example:{port}' is not served here (add it with --allowed-host)"}
+        assert (response.status, response.json()) == (400, refused)
+        fetched = page.evaluate("fetch('/api/model').then(r => r.status)")  # same-origin for that page
+        assert fetched == 400
+        page.close()
+
+
+def test_another_sites_form_cannot_post_to_the_api(browser, onnx_model: Path) -> None:  # noqa: ANN001
+    """A page of attacker.example submits a multipart form to the server (no preflight is needed for that)."""
+    with serving_in_thread(ServeConfig(model=onnx_model, port=0)) as url:
+        form = (
+            f'<form id="f" method="post" enctype="multipart/form-data" action="{url}/api/predict">'
+            '<input name="files" value="x"></form><script>document.getElementById("f").submit()</script>'
+        )
+        page = browser.new_page()
+        page.route("http://attacker.example/**", lambda route: route.fulfill(body=form, content_type="text/html"))
+        with page.expect_response(f"{url}/api/predict") as answer:
+            page.goto("http://attacker.example/")
+        refused = {"error": "cross-origin request from 'http://attacker.example' refused (see --cors-origin)"}
+        assert (answer.value.status, answer.value.json()) == (403, refused)
+        page.close()
+
+
+def test_a_server_with_a_key_asks_a_person_for_it_once_then_the_page_works(
+    browser,  # noqa: ANN001
+    onnx_model: Path,
+    image_files: dict[str, Path],
+) -> None:
+    with serving_in_thread(ServeConfig(model=onnx_model, port=0, api_key=KEY)) as url:
+        tab = OfflinePage(browser, url, wait_for="#key")
+        assert tab.page.url == url + "/login"
+        tab.page.fill("#key", "not the key")
+        tab.page.click("button[type=submit]")
+        assert tab.wait_for_text("#wrong", "That key is not right.")
+        tab.page.fill("#key", KEY)
+        tab.page.click("button[type=submit]")
+        tab.page.wait_for_selector("#disclaimer", timeout=WAIT_MS)
+        tab.upload(image_files["png"])
+        assert tab.wait_for_text("#result", "Predicted").startswith("Predicted ")
+        assert httpx.get(url + "/api/model", timeout=30).status_code == 401  # the session is the browser's alone
         assert tab.outside == []

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from tests.helpers.export_fixtures import make_checkpoint  # noqa: E402
 from tests.helpers.serve_inputs import scan_like, write_image  # noqa: E402
+from tests.serve.conftest import LOCAL  # noqa: E402
 from tumorcls.evaluation.calibration import store_temperature  # noqa: E402
 from tumorcls.export.run import export_checkpoint  # noqa: E402
 from tumorcls.labels import CLASS_NAMES  # noqa: E402
@@ -37,7 +38,7 @@ def h5_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def keras_api(h5_model: Path) -> Iterator[TestClient]:
     served = build_app(ServeConfig(model=h5_model))
     try:
-        yield TestClient(served.app)
+        yield TestClient(served.app, base_url=LOCAL)
     finally:
         served.close()
 

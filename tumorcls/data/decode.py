@@ -12,6 +12,7 @@ import contextlib
 import io
 import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tumorcls.data import dicom, preprocess
 from tumorcls.data.formats import (
     PIL_FORMATS,
     ImageDecodeError,
+    ImageTooLargeError,
     has_dicom_preamble,
     is_dicom_name,
     is_image_path,
@@ -32,11 +34,13 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DecodeOptions",
     "ImageDecodeError",
+    "ImageHeader",
     "SourceImage",
     "decode_image",
     "is_image_path",
     "load_image",
     "read_file_bytes",
+    "read_header",
     "read_image",
     "prepare_rgb",
     "resize_rgb",
@@ -108,7 +112,7 @@ def _grey_to_rgb(pixels: np.ndarray) -> np.ndarray:
 
 def _check_too_large(width: int, height: int, options: DecodeOptions) -> None:
     if width * height > options.max_pixels:
-        raise ImageDecodeError(f"image too large ({width}x{height} > {options.max_pixels} pixels); refused")
+        raise ImageTooLargeError(f"image too large ({width}x{height} > {options.max_pixels} pixels); refused")
 
 
 def _check_too_small(width: int, height: int, options: DecodeOptions) -> None:
@@ -124,22 +128,29 @@ def _upright(img: Image.Image) -> Image.Image:
     return img
 
 
-def _open_pil(data: bytes, options: DecodeOptions) -> Image.Image:
-    """Open and fully load image bytes with the allowed PIL plugins, refusing corrupt or huge images."""
+@contextlib.contextmanager
+def _pil_errors() -> Iterator[None]:
+    """PIL's exceptions on untrusted bytes, as one-line ImageDecodeErrors."""
     try:
-        img = Image.open(io.BytesIO(data), formats=PIL_FORMATS)  # reads the header only
-        _check_too_large(*img.size, options)
-        img.load()
+        yield
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"image too large ({str(exc).split(',')[0]}); refused") from None
+        raise ImageTooLargeError(f"image too large ({str(exc).split(',')[0]}); refused") from None
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(f"not a readable image ({type(exc).__name__})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(
             f"corrupt image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         ) from None
+
+
+def _open_pil(data: bytes, options: DecodeOptions) -> Image.Image:
+    """Open and fully load image bytes with the allowed PIL plugins, refusing corrupt or huge images."""
+    with _pil_errors():
+        img = Image.open(io.BytesIO(data), formats=PIL_FORMATS)  # reads the header only
+        _check_too_large(*img.size, options)
+        img.load()
     _check_too_small(*img.size, options)
     return img
 
@@ -170,6 +181,32 @@ def load_image(data: bytes, options: DecodeOptions = DecodeOptions(), name: str 
     if has_dicom_preamble(data) or is_dicom_name(name):
         return _load_dicom(data, options)
     return _load_pil(data, options)
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says of its pixels, read without decoding any (what a server budgets decoding by)."""
+
+    width: int
+    height: int
+    channels: int  # samples per pixel as stored (1 grey or palette, 3 RGB, 4 RGBA)
+    bytes_per_sample: int  # 1 for 8-bit, 2 for 16-bit, 4 for 32-bit integer or float
+    format: str
+
+
+_SAMPLE_BYTES = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 4, "F": 4}
+
+
+def read_header(data: bytes, name: str | Path = "", max_inflated: int | None = None) -> ImageHeader:
+    """The size and sample layout of image bytes, from the header alone. A deflated DICOM data set is inflated
+    (and thrown away) only up to ``max_inflated`` bytes to learn its size: past that it is refused."""
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    if has_dicom_preamble(data) or is_dicom_name(name):
+        return ImageHeader(*dicom.dicom_header(data, max_inflated), "DICOM")
+    with _pil_errors(), Image.open(io.BytesIO(data), formats=PIL_FORMATS) as img:
+        bands = len(img.getbands())
+        return ImageHeader(img.width, img.height, bands, _SAMPLE_BYTES.get(img.mode, 1), img.format or "")
 
 
 def resize_rgb(rgb: np.ndarray, size: int, interpolation: str = "linear") -> np.ndarray:

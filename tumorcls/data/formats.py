@@ -25,6 +25,10 @@ class ImageDecodeError(ValueError):
     """A file that is not a usable image; the message is one line naming the reason."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """A file refused for the size its header declares (pixels, or inflated bytes), before decoding it."""
+
+
 def has_dicom_preamble(data: bytes) -> bool:
     """True for the bytes of a DICOM Part 10 file (128-byte preamble followed by ``DICM``)."""
     return len(data) >= _PREAMBLE_END and data[128:_PREAMBLE_END] == b"DICM"

@@ -1,12 +1,14 @@
 """Which model answers: the description /api/model returns, every /api/predict answer carries and the page shows
 (file, backend, classes, input and its preprocessing, temperature, and the training run and date from the model's
 own metadata). An ensemble is described by its members (file names, backends, temperatures, training runs), and
-an exported ensemble file by the members its metadata names."""
+an exported ensemble file by the members its metadata names. No path of the machine it was trained or is served
+on reaches a client: every absolute path in the metadata is cut to its last part (``source_checkpoint``, the
+``training_run`` checkpoint and ``run_dir``), and the training line is worked out here, from the full paths."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from tumorcls.inference import Predictor
@@ -22,7 +24,12 @@ def describe_model(predictor: Predictor, model: ModelPaths, tta: bool, explanati
     size = int(predictor.input_size)
     card = predictor.describe()
     if "members" in card:  # an ensemble: each member named by its file name, as the model itself is
-        card["members"] = [{**m, "model": Path(m["model"]).name} for m in card["members"]]
+        card["members"] = [
+            {**m, "model": Path(m["model"]).name, "training": training_summary(m["metadata"]),
+             "metadata": without_paths(m["metadata"])}
+            for m in card["members"]
+        ]  # fmt: skip
+    metadata = {str(k): str(v) for k, v in predictor.metadata.items()}
     return {
         **card,
         "model": model_field(model, name_only=True),  # file names only: the server's folders are not a client's
@@ -30,8 +37,39 @@ def describe_model(predictor: Predictor, model: ModelPaths, tta: bool, explanati
         "upload_formats": list(UPLOAD_FORMATS),
         "tta": tta,
         "explanations": explanations,
-        "metadata": {str(k): str(v) for k, v in predictor.metadata.items()},
+        "training": training_summary(metadata),
+        "metadata": without_paths(metadata),
     }
+
+
+def _is_absolute(text: str) -> bool:
+    return "\n" not in text and (PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute())
+
+
+def _cut_paths(value: Any) -> Any:
+    if isinstance(value, str):
+        return PureWindowsPath(value).name if _is_absolute(value) else value
+    if isinstance(value, dict):
+        return {k: _cut_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cut_paths(v) for v in value]
+    return value
+
+
+def without_paths(metadata: dict[str, Any]) -> dict[str, str]:
+    """The metadata with every absolute path (also inside JSON values) cut to its last part."""
+    cut = {}
+    for key, raw in metadata.items():
+        text = str(raw)
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict | list):
+            cut[str(key)] = json.dumps(_cut_paths(parsed))
+        else:
+            cut[str(key)] = _cut_paths(text)
+    return cut
 
 
 def _run_name(folder: str) -> str:
@@ -76,16 +114,16 @@ def model_markdown(card: dict[str, Any]) -> str:
     tta = ", flip TTA" if card.get("tta") else ""
     if card.get("members"):
         members = "; ".join(
-            f"`{m['model']}` ({m['backend']}, training: {training_summary(m['metadata'])}, "
+            f"`{m['model']}` ({m['backend']}, training: {m.get('training') or training_summary(m['metadata'])}, "
             f"temperature {_temperature(m['temperature'])})"
             for m in card["members"]
         )
         head = f"**Ensemble** of {len(card['members'])} models, the mean of their probabilities{tta}"
         return f"{head} · {members}{preprocess_summary(card)}"
+    training = card.get("training") or training_summary(card["metadata"])
     return (
-        f"**Model** `{card['model']}` · backend **{card['backend']}**{tta} · training: "
-        f"{training_summary(card['metadata'])} · temperature {_temperature(card.get('temperature'))}"
-        f"{preprocess_summary(card)}"
+        f"**Model** `{card['model']}` · backend **{card['backend']}**{tta} · training: {training} · "
+        f"temperature {_temperature(card.get('temperature'))}{preprocess_summary(card)}"
     )
 
 

@@ -133,9 +133,10 @@ def example_files(folder: Path | None) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)[:50]
 
 
-def build_page(handlers: PageHandlers, examples: list[Path]) -> gr.Blocks:
+def build_page(handlers: PageHandlers, examples: list[Path], ttl_s: int = 900) -> gr.Blocks:
+    """The page; the files it makes (uploads, images shown, CSVs) are deleted by Gradio after ``ttl_s``."""
     formats = list(UPLOAD_FORMATS)
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(900, 900)) as page:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(ttl_s, ttl_s)) as page:
         gr.Markdown(f"## {TITLE}")
         gr.Markdown(DISCLAIMER, elem_id="disclaimer")
         gr.Markdown(model_markdown(handlers.card), elem_id="model-info")

@@ -1,5 +1,7 @@
 """Read the files of a multipart request within the server's limits, in memory, refusing as early as possible:
-the declared length before reading, each file's size and the number of files while the body streams in."""
+the declared length before reading, each file's size and the number of files while the body streams in. The
+bytes held are taken from the server's body memory budget as they arrive (a slow client holds only what it has
+sent, never a slot that others wait for), and given back when the request is answered."""
 
 from __future__ import annotations
 
@@ -10,25 +12,46 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from tumorcls.errors import TumorclsError
+from tumorcls.serve.budget import MemoryBudget, ServerBusy
 from tumorcls.serve.config import ServeConfig, megabytes
 
 FIELD = "files"
+BODY_COPIES = 2  # a body is held twice while parsed: the parser's in-memory file, and the bytes read from it
 
 
 class RefusedRequest(TumorclsError):
-    """A request the API will not process; ``status`` is the HTTP status that says why (a 4xx)."""
+    """A request the API will not process; ``status`` is the HTTP status that says why (a 4xx, or 503)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
+
+
+class BodyMemory:
+    """The part of the body memory budget one request holds: taken chunk by chunk, given back at once."""
+
+    def __init__(self, budget: MemoryBudget, wait_s: float) -> None:
+        self.budget, self.wait_s, self.held = budget, wait_s, 0
+
+    async def take(self, n: int) -> None:
+        try:
+            await self.budget.acquire_async(n, self.wait_s)
+        except ServerBusy as exc:
+            raise RefusedRequest(503, str(exc), {"Retry-After": "1"}) from None
+        self.held += n
+
+    def give_back(self) -> None:
+        self.budget.release(self.held)
+        self.held = 0
 
 
 class _LimitedParser(MultiPartParser):
     """Starlette's parser with a size limit per file and a count of files, checked as the parts arrive; files
     are kept in memory (never spooled to disk), which the size limits bound."""
 
-    def __init__(self, request: Request, config: ServeConfig) -> None:
-        super().__init__(request.headers, _capped(request.stream(), config.max_request_bytes), max_fields=16)
+    def __init__(self, request: Request, config: ServeConfig, memory: BodyMemory) -> None:
+        super().__init__(request.headers, _capped(request.stream(), config.max_request_bytes, memory), max_fields=16)
         self.config = config
         self.spool_max_size = config.max_file_bytes + 1
         self._part_bytes = 0
@@ -60,17 +83,19 @@ class _Refusal(MultiPartException):
         self.status = status
 
 
-async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
-    """The body, refused once it grows past ``limit`` (a client may send no Content-Length)."""
+async def _capped(stream: AsyncIterator[bytes], limit: int, memory: BodyMemory) -> AsyncIterator[bytes]:
+    """The body, refused once it grows past ``limit`` (a client may send no Content-Length); each chunk is paid
+    for from the body memory before it is kept."""
     total = 0
     async for chunk in stream:
         total += len(chunk)
         if total > limit:
             raise RefusedRequest(413, f"request body larger than {megabytes(limit)}")
+        await memory.take(BODY_COPIES * len(chunk))
         yield chunk
 
 
-async def read_uploads(request: Request, config: ServeConfig) -> list[tuple[str, bytes]]:
+async def read_uploads(request: Request, config: ServeConfig, memory: BodyMemory) -> list[tuple[str, bytes]]:
     """The (file name, bytes) of every ``files`` part, in order; RefusedRequest for anything out of bounds."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
@@ -78,7 +103,7 @@ async def read_uploads(request: Request, config: ServeConfig) -> list[tuple[str,
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > config.max_request_bytes:
         raise RefusedRequest(413, f"request body larger than {megabytes(config.max_request_bytes)}")
-    parser = _LimitedParser(request, config)
+    parser = _LimitedParser(request, config, memory)
     try:
         form = await parser.parse()
     except _Refusal as exc:
