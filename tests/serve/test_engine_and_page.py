@@ -187,3 +187,18 @@ def test_training_summary_reads_export_and_checkpoint_metadata() -> None:
     assert training_summary(exported) == "run run7, epoch 7, exported D"
     assert training_summary({"source_checkpoint": "/x/run3/checkpoints/last.ckpt", "epoch": "2"}) == "run run3, epoch 2"
     assert training_summary({}) == "unknown (no training metadata in the file)"
+
+
+def test_examples_are_found_as_every_command_finds_images(tmp_path: Path) -> None:
+    """Through a symlinked folder too (the one image finder), image files only, in sorted order."""
+    from tumorcls.serve.page import example_files
+
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    (real / "b.png").write_bytes(encoded(scan_like(1, 0, seed=1), "PNG"))
+    folder = tmp_path / "examples"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(encoded(scan_like(0, 0, seed=2), "JPEG"))
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "linked").symlink_to(real, target_is_directory=True)
+    assert example_files(folder) == [folder / "a.jpg", folder / "linked" / "b.png"]

@@ -15,6 +15,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
+from tumorcls.data.files import files_under
 from tumorcls.data.formats import IMAGE_SUFFIXES
 from tumorcls.serve.config import ServeConfig, megabytes
 from tumorcls.serve.engine import FileResult, InferenceEngine
@@ -128,9 +129,10 @@ def _row(result: FileResult, names: list[str]) -> list[Any]:
 
 
 def example_files(folder: Path | None) -> list[Path]:
+    """The first 50 images under ``folder``, found as every command finds them (symlinked folders followed once)."""
     if folder is None:
         return []
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)[:50]
+    return [p for p in files_under(folder) if p.suffix.lower() in IMAGE_SUFFIXES][:50]
 
 
 def build_page(handlers: PageHandlers, examples: list[Path], ttl_s: int = 900) -> gr.Blocks:
