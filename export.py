@@ -5,42 +5,36 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from tumorcls.config.check import plain_values
+from tumorcls.config.command_line import refuse_bad_overrides
+from tumorcls.config.export import check_export_config
 from tumorcls.errors import TumorclsError
 from tumorcls.update_checks import skip_update_checks
 
 skip_update_checks()  # before the exporters import albumentations (why: tumorcls.update_checks)
 
-
-def _plain(value: Any) -> Any:
-    """A list option (``ckpt=[a,b]``, ``images=[...]``) as a Python list; anything else as it is."""
-    return OmegaConf.to_container(value) if OmegaConf.is_list(value) else value
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+# conf/export.yaml's keys that export_checkpoint takes by the same name
+EXPORT_OPTIONS = ("out", "overwrite", "opset", "images", "data_root", "n_check", "atol", "calibration")
+EXPORT_OPTIONS += ("n_calibrate", "int8_min_agreement", "n_int8_check")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     from tumorcls.export.run import export_checkpoint
 
-    images, calibration, ckpt = (_plain(cfg[key]) for key in ("images", "calibration", "ckpt"))
     try:
+        options = plain_values(cfg)
+        check_export_config(options)  # every key and value, before a checkpoint is read
         results = export_checkpoint(
-            ckpt,
-            fmt=cfg.format,
-            out=cfg.out,
-            overwrite=bool(cfg.overwrite),
-            opset=int(cfg.opset),
-            images=images,
-            data_root=cfg.data_root,
-            n_check=int(cfg.n_check),
-            atol=float(cfg.atol),
-            calibration=calibration,
-            n_calibrate=int(cfg.n_calibrate),
-            int8_min_agreement=float(cfg.int8_min_agreement),
-            n_int8_check=int(cfg.n_int8_check),
+            options["ckpt"],
+            fmt=options["format"],
+            **{key: options[key] for key in EXPORT_OPTIONS},
         )
     except TumorclsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -54,4 +48,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_bad_overrides(sys.argv[1:], CONF_DIR, "export")  # a misspelt key: one line, before Hydra composes
     main()

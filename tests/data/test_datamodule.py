@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from tests.helpers.synthetic import MARK_CENTRES, make_dataset
+from tumorcls.config.rules import ConfigError
 from tumorcls.data.datamodule import TumorDataModule
 from tumorcls.data.decode import read_image
 from tumorcls.data.transforms import denormalize
@@ -113,8 +114,9 @@ def test_dataset_with_no_readable_image_is_an_error(tmp_path: Path) -> None:
 
 
 def test_unknown_protocol_is_an_error(synthetic_root: Path) -> None:
-    with pytest.raises(DatasetError, match="unknown data.protocol 'leaky'"):
+    with pytest.raises(ConfigError) as err:
         TumorDataModule(synthetic_root, protocol="leaky")
+    assert str(err.value) == "config: data.protocol must be one of ['seed', 'official', 'grouped'], got 'leaky'"
 
 
 def test_grouped_protocol_never_separates_duplicates(tmp_path: Path) -> None:
@@ -155,7 +157,7 @@ def test_the_cache_holds_images_prepared_as_configured(synthetic_root: Path) -> 
 
 @pytest.mark.parametrize(("key", "value"), [("crop", "brain"), ("intensity", "zscore")])
 def test_unknown_preprocessing_is_one_line(synthetic_root: Path, key: str, value: str) -> None:
-    with pytest.raises(DatasetError) as err:
+    with pytest.raises(ConfigError) as err:
         TumorDataModule(synthetic_root, **{key: value})
     choices = "['none', 'head']" if key == "crop" else "['none', 'stretch', 'equalize']"
-    assert str(err.value) == f"unknown data.{key} {value!r}; choose one of {choices}"
+    assert str(err.value) == f"config: data.{key} must be one of {choices}, got {value!r}"

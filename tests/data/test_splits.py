@@ -54,7 +54,9 @@ def test_grouped_protocol_keeps_each_group_on_one_side(pool) -> None:
 
 
 def test_unknown_protocol_is_rejected(pool) -> None:
-    with pytest.raises(ValueError, match="unknown split protocol 'random'"):
+    with pytest.raises(
+        ValueError, match=r"^config: data.protocol must be one of \['seed', 'official', 'grouped'\], got 'random'$"
+    ):
         make_splits("random", *pool)
 
 

@@ -15,6 +15,7 @@ import torch
 from tests.helpers.export_fixtures import export_cli, perturb, write_splits
 from tests.helpers.synthetic import make_dataset
 from tests.helpers.tiny_model import tiny_checkpoint
+from tumorcls.config.rules import ConfigError
 from tumorcls.errors import ExportError
 from tumorcls.evaluation.loop import precision_of
 from tumorcls.export import run as export_run
@@ -204,9 +205,9 @@ def test_int8_check_images_are_never_calibration_images_and_enough(run_dir: Path
     )
     unlabelled = export_run.int8_check_images(spec, [data_root], n=64)
     assert len(unlabelled.files) == 64  # spread over the 128 files
-    with pytest.raises(ExportError, match=r"^n_int8_check must be at least 64, got 10$"):
+    with pytest.raises(ConfigError, match=r"^config: n_int8_check must be an integer >= 64, got 10$"):
         export_checkpoint(run_dir / "checkpoints/best.ckpt", "onnx_int8", n_int8_check=10)
-    with pytest.raises(ExportError, match=r"^int8_min_agreement must be in \(0, 1\], got 1\.5$"):
+    with pytest.raises(ConfigError, match=r"^config: int8_min_agreement must be a number in \(0, 1\], got 1\.5$"):
         export_checkpoint(run_dir / "checkpoints/best.ckpt", "onnx_int8", int8_min_agreement=1.5)
 
 
@@ -245,6 +246,7 @@ def test_int8_calibrates_on_the_runs_train_split(run_dir: Path, data_root: Path,
     assert json.loads(meta["quantization"])["calibration_images"] == 24
 
 
+@pytest.mark.slow  # an export.py subprocess
 def test_export_py_prints_the_gate_as_a_json_line(run_dir: Path, data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli.int8.onnx"
     proc = export_cli(

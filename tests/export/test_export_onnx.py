@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.helpers.export_fixtures import REPO, export_cli, export_run_dir
+from tumorcls.config.rules import ConfigError
 from tumorcls.errors import CheckpointError, ExportError
 from tumorcls.export import run as export_run
 from tumorcls.export.run import export_checkpoint, torch_probabilities
@@ -151,11 +152,11 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, run_dir: Path) -> None:
     text.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read checkpoint .* safely"):
         export_checkpoint(text, "onnx")
-    with pytest.raises(ExportError, match="unknown format 'tflite'; choose one of onnx, keras, onnx_int8 or all"):
+    with pytest.raises(ConfigError, match=r"^config: format must be one of \['onnx', 'keras', 'onnx_int8', 'all'\]"):
         export_checkpoint(ckpt, "tflite")
     with pytest.raises(ExportError, match=r"must end in \.onnx for format=onnx"):
         export_checkpoint(ckpt, "onnx", out=tmp_path / "m.h5")
-    with pytest.raises(ExportError, match="opset 13 is too old"):
+    with pytest.raises(ConfigError, match=r"^config: opset must be an integer >= 17, got 13$"):
         export_checkpoint(ckpt, "onnx", opset=13)
     with pytest.raises(ExportError, match="no checkpoint given"):
         export_checkpoint(None, "onnx")
@@ -169,6 +170,7 @@ def test_keras_without_tensorflow_is_one_line(run_dir: Path, monkeypatch: pytest
     assert not (run_dir / "never.h5").exists()
 
 
+@pytest.mark.slow  # a fresh interpreter loading the training and export stack
 def test_training_and_export_code_do_not_import_tensorflow() -> None:
     code = (
         "import sys, tumorcls.training.run, tumorcls.export.run, tumorcls.export.to_keras, tumorcls.inference.backends;"
@@ -177,6 +179,7 @@ def test_training_and_export_code_do_not_import_tensorflow() -> None:
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120).returncode == 0
 
 
+@pytest.mark.slow  # export.py subprocesses
 def test_export_py_cli(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli.onnx"
     ok = export_cli(f"ckpt={run_dir / 'checkpoints/best.ckpt'}", "format=onnx", f"out={out}", "n_check=2")

@@ -3,6 +3,7 @@ by protocol into index arrays over that one array, serve augmented tensors."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -17,20 +18,23 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from tumorcls.data.batch_augment import AUGMENT_ON, BatchAugment, resolve_augment_on
+from tumorcls.config.data import DEFAULTS as DATA
+from tumorcls.config.data import DataConfig
+from tumorcls.data.batch_augment import BatchAugment, resolve_augment_on
 from tumorcls.data.cache import DecodedImages, decode_records
-from tumorcls.data.decode import DEFAULT_MAX_PIXELS, DecodeOptions
+from tumorcls.data.config_check import check_data_settings
+from tumorcls.data.decode import DecodeOptions
 from tumorcls.data.disk_cache import GB, DecodeCache, default_cache_dir
 from tumorcls.data.hashing import duplicate_groups
 from tumorcls.data.mapped_arrays import picklable_array, unpickled_array
-from tumorcls.data.preprocess import check_preprocess
 from tumorcls.data.scan import SOURCE_SPLITS, ScanResult, scan_dataset
-from tumorcls.data.splits import PROTOCOLS, SPLITS, make_splits, write_manifest
-from tumorcls.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from tumorcls.data.splits import SPLITS, make_splits, write_manifest
+from tumorcls.data.transforms import build_transforms
 from tumorcls.errors import DatasetError
 from tumorcls.labels import CLASS_NAMES
 
 log = logging.getLogger(__name__)
+DATA_KEYS = frozenset(f.name for f in dataclasses.fields(DataConfig))
 
 
 def resolve_num_workers(num_workers: int | str, augment_on: str = "cpu") -> int:
@@ -129,41 +133,6 @@ def collate(items: list[tuple[torch.Tensor, int]] | CollatedBatch) -> Any:
     return list(items) if isinstance(items, CollatedBatch) else default_collate(items)
 
 
-def _resolved_augment_on(augment_on: str, augmentations: Sequence[Any]) -> str:
-    """``cpu`` or ``device`` (``auto``: device when CUDA is available and the policy runs there); one line else."""
-    if augment_on not in AUGMENT_ON:
-        raise DatasetError(f"unknown data.augment_on {augment_on!r}; choose one of {list(AUGMENT_ON)}")
-    return resolve_augment_on(augment_on, augmentations, torch.cuda.is_available())
-
-
-def _decode_options(
-    size: int, interpolation: str, min_side: int, max_pixels: int, crop: str, intensity: str
-) -> DecodeOptions:
-    """How files become training pixels; an unknown crop or intensity is a one-line DatasetError."""
-    try:
-        check_preprocess(crop, intensity, prefix="data.")
-    except ValueError as exc:
-        raise DatasetError(str(exc)) from None
-    return DecodeOptions(size, interpolation, min_side, max_pixels, crop, intensity)
-
-
-def _check_protocol(protocol: str, num_folds: int | None, fold: int) -> None:
-    """A known protocol, and k-fold settings only where they apply; one line else."""
-    if protocol not in PROTOCOLS:
-        raise DatasetError(f"unknown data.protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
-    if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
-        raise DatasetError(f"data.fold={fold} of data.num_folds={num_folds}: need num_folds >= 2, 0 <= fold < it")
-    if num_folds is not None and protocol != "grouped":
-        raise DatasetError("k-fold cross-validation (data.num_folds) needs data.protocol=grouped")
-
-
-def _decode_cache(cache_dir: str | os.PathLike | None, cache_max_gb: float) -> DecodeCache:
-    """The decode cache in ``cache_dir`` (None: the user's cache folder), at most ``cache_max_gb`` GB."""
-    if not (isinstance(cache_max_gb, int | float) and cache_max_gb > 0):
-        raise DatasetError(f"data.cache_max_gb must be > 0, got {cache_max_gb!r}")
-    return DecodeCache(cache_dir or default_cache_dir(), int(cache_max_gb * GB))
-
-
 class TumorDataModule(L.LightningDataModule):
     """Brain MRI slices in the Kaggle layout ``root/{Training,Testing}/<class>/*``.
 
@@ -176,36 +145,37 @@ class TumorDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str | os.PathLike = "data/brain-tumor-classification-mri",
-        protocol: str = "official",
-        size: int = 150,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int | str = "auto",
-        pin_memory: bool | None = None,
-        split_seed: int = 101,
-        test_fraction: float = 0.1,
-        val_fraction: float = 0.1,
-        near_dup_distance: int | None = 4,
-        num_folds: int | None = None,
-        fold: int = 0,
-        train_augmentations: Sequence[Any] = (),
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        interpolation: str = "linear",
-        min_image_side: int = 16,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        root: str | os.PathLike = DATA.root,
+        protocol: str = DATA.protocol,
+        size: int = DATA.size,
+        batch_size: int = DATA.batch_size,
+        eval_batch_size: int | None = DATA.eval_batch_size,
+        num_workers: int | str = DATA.num_workers,
+        pin_memory: bool | None = DATA.pin_memory,
+        split_seed: int = DATA.split_seed,
+        test_fraction: float = DATA.test_fraction,
+        val_fraction: float = DATA.val_fraction,
+        near_dup_distance: int | None = DATA.near_dup_distance,
+        num_folds: int | None = DATA.num_folds,
+        fold: int = DATA.fold,
+        train_augmentations: Sequence[Any] = DATA.train_augmentations,
+        mean: Sequence[float] = DATA.mean,
+        std: Sequence[float] = DATA.std,
+        interpolation: str = DATA.interpolation,
+        min_image_side: int = DATA.min_image_side,
+        max_pixels: int = DATA.max_pixels,
         manifest_path: str | os.PathLike | None = None,
-        augment_on: str = "cpu",
-        crop: str = "none",
-        intensity: str = "none",
-        cache: bool = True,
-        cache_dir: str | os.PathLike | None = None,
-        cache_max_gb: float = 20.0,
+        augment_on: str = DATA.augment_on,
+        crop: str = DATA.crop,
+        intensity: str = DATA.intensity,
+        cache: bool = DATA.cache,
+        cache_dir: str | os.PathLike | None = DATA.cache_dir,
+        cache_max_gb: float = DATA.cache_max_gb,
     ) -> None:
+        """The data group's keys (rules, defaults: tumorcls.config.data); manifest_path: where the split goes."""
         super().__init__()
-        _check_protocol(protocol, num_folds, fold)
-        augment_on = _resolved_augment_on(augment_on, train_augmentations)
+        check_data_settings({key: value for key, value in locals().items() if key in DATA_KEYS})
+        augment_on = resolve_augment_on(augment_on, train_augmentations, torch.cuda.is_available())
         self.root = Path(root).expanduser()
         self.protocol = protocol
         self.size = size
@@ -219,9 +189,9 @@ class TumorDataModule(L.LightningDataModule):
         self.near_dup_distance = near_dup_distance
         self.num_folds, self.fold = num_folds, fold
         self.mean, self.std = tuple(mean), tuple(std)
-        self.decode_options = _decode_options(size, interpolation, min_image_side, max_pixels, crop, intensity)
+        self.decode_options = DecodeOptions(size, interpolation, min_image_side, max_pixels, crop, intensity)
         self.manifest_path = Path(manifest_path) if manifest_path else None
-        self.cache = _decode_cache(cache_dir, cache_max_gb) if cache else None
+        self.cache = DecodeCache(cache_dir or default_cache_dir(), int(cache_max_gb * GB)) if cache else None
         self.cache_status: dict[str, Any] = {}  # how setup got its pixels: state (hit|written|off|memory), path
         self.train_transform = build_transforms(size, train_augmentations, self.mean, self.std)
         self.eval_transform = build_transforms(size, (), self.mean, self.std)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from tumorcls.config.data import CROPS, INTENSITIES  # the schema's choices, offered here
+
 __all__ = [
     "CROPS",
     "INTENSITIES",
@@ -25,21 +27,18 @@ __all__ = [
     "normalise_intensity",
 ]
 
-CROPS = ("none", "head")
-INTENSITIES = ("none", "stretch", "equalize")
-
 _MASK_SIDE = 256  # the head is found on a copy this large at most; the crop is taken from the full image
 _MIN_HEAD_FRACTION = 0.05  # a largest bright region smaller than this is not a head: the image is kept whole
 _MARGIN = 0.02  # of the crop's side, added around the head
 
 
-def check_preprocess(crop: str, intensity: str, prefix: str = "") -> None:
-    """ValueError with one line when either setting is unknown; ``prefix`` names where they come from
-    (``"data."`` for the training config)."""
+def check_preprocess(crop: str, intensity: str) -> None:
+    """ValueError with one line when either setting is unknown: for what a model file or a checkpoint declares (its
+    contract); the training config's ``data.crop`` / ``data.intensity`` are checked by the schema's rules."""
     if crop not in CROPS:
-        raise ValueError(f"unknown {prefix}crop {crop!r}; choose one of {list(CROPS)}")
+        raise ValueError(f"unknown crop {crop!r}; choose one of {list(CROPS)}")
     if intensity not in INTENSITIES:
-        raise ValueError(f"unknown {prefix}intensity {intensity!r}; choose one of {list(INTENSITIES)}")
+        raise ValueError(f"unknown intensity {intensity!r}; choose one of {list(INTENSITIES)}")
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:

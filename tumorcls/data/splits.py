@@ -21,8 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from tumorcls.atomic_io import atomic_write_text
+from tumorcls.config.check import check_section
+from tumorcls.config.data import DEFAULTS as DATA
+from tumorcls.config.data import PROTOCOLS, DataConfig
 
-PROTOCOLS = ("seed", "official", "grouped")
+__all__ = ["PROTOCOLS", "SPLITS", "make_splits", "write_manifest"]
+
 SPLITS = ("train", "val", "test")
 
 
@@ -122,14 +126,18 @@ def make_splits(
     protocol: str,
     labels: Sequence[int],
     sources: Sequence[str],
-    seed: int = 101,
-    test_fraction: float = 0.1,
-    val_fraction: float = 0.1,
+    seed: int = DATA.split_seed,
+    test_fraction: float = DATA.test_fraction,
+    val_fraction: float = DATA.val_fraction,
     groups: Sequence[int] | None = None,
-    num_folds: int | None = None,
-    fold: int = 0,
+    num_folds: int | None = DATA.num_folds,
+    fold: int = DATA.fold,
 ) -> np.ndarray:
-    """Split name ("train"/"val"/"test") per item."""
+    """Split name ("train"/"val"/"test") per item. The protocol, seed and folds are checked as the data group's
+    keys (one line, ``config: data.protocol must be one of [...]``), the check the data module runs; a fraction
+    may be 0 here (an empty test side: the k-fold split's inner train/val split)."""
+    settings = {"protocol": protocol, "split_seed": seed, "num_folds": num_folds, "fold": fold}
+    check_section(DataConfig, settings, "data")
     labels = np.asarray(labels)
     sources = np.asarray(sources)
     rng = np.random.default_rng(seed)
@@ -145,23 +153,17 @@ def make_splits(
         train_idx = np.flatnonzero(sources == "Training")
         split[sources == "Testing"] = "test"
         split[train_idx[_stratified_pick(labels, train_idx, val_fraction, rng)]] = "val"
-    elif protocol == "grouped":
+    else:  # grouped
         if groups is None:
             raise ValueError("the grouped protocol needs duplicate groups")
         groups = np.asarray(groups)
         if num_folds:
-            if not 0 <= fold < num_folds:
-                raise ValueError(f"data.fold must be in 0..{num_folds - 1}, got {fold}")
             in_test = _grouped_folds(labels, groups, num_folds, rng) == fold
             rest = np.flatnonzero(~in_test)
             split[in_test] = "test"
             split[rest] = _grouped_assign(labels[rest], groups[rest], 0.0, val_fraction, rng)
         else:
             split = _grouped_assign(labels, groups, test_fraction, val_fraction, rng)
-    else:
-        raise ValueError(f"unknown split protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
-    if num_folds and protocol != "grouped":
-        raise ValueError("k-fold cross-validation (data.num_folds) needs data.protocol=grouped")
     return split
 
 

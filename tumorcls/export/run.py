@@ -25,26 +25,26 @@ from typing import Any
 import cv2
 import numpy as np
 
+from tumorcls.config.export import DEFAULTS as EXPORT
+from tumorcls.config.export import check_export_config
 from tumorcls.data.class_folders import canonical_class
 from tumorcls.data.decode import DecodeOptions, ImageDecodeError, read_image
 from tumorcls.data.files import find_images
 from tumorcls.errors import ExportError
 from tumorcls.export.int8 import (
     DEFAULT_CHECK_IMAGES,
-    DEFAULT_MIN_AGREEMENT,
     MIN_CHECK_IMAGES,
     gate_summary,
     int8_gate,
 )
 from tumorcls.export.spec import (
     ALL_FORMATS,
-    FORMATS,
     SUFFIXES,
     ensure_writable,
     load_ensemble_for_export,
     load_for_export,
 )
-from tumorcls.export.to_onnx import MIN_OPSET, ExportModel, export_onnx
+from tumorcls.export.to_onnx import ExportModel, export_onnx
 from tumorcls.inference.backends import ModelFileError, OnnxPredictor, Predictor, TorchPredictor
 from tumorcls.inference.backends.ensemble import repeated_member
 from tumorcls.model_file import EnsembleSpec, ExportSpec
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 ImageArg = Sequence[str | Path] | str | None  # image files, folders or globs; one, several or none
 CheckpointArg = str | Path | Sequence[str | Path] | None  # one checkpoint, or an ensemble's members
 RootArg = str | Path | None
-DEFAULT_ATOL = 1e-4
 DEFAULT_NAMES = {"onnx": "model.onnx", "keras": "model.h5", "onnx_int8": "model.int8.onnx"}
 PARITY_BATCH = 32  # the reference is computed this many images at a time
 
@@ -89,12 +88,9 @@ class ExportResult:
 
 
 def resolve_formats(fmt: str) -> tuple[str, ...]:
+    """The formats ``fmt`` stands for (checked by the schema: one of spec.FORMATS or all)."""
     fmt = str(fmt).strip().lower()
-    if fmt == "all":
-        return ALL_FORMATS
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)} or all")
-    return (fmt,)
+    return ALL_FORMATS if fmt == "all" else (fmt,)
 
 
 def output_paths(formats: Sequence[str], run_dir: Path, out: str | Path | None) -> dict[str, Path]:
@@ -476,15 +472,11 @@ def plan_export(
     calibration: dict[str, Any],
     int8_check: dict[str, Any] | None = None,
 ) -> ExportPlan:
-    """Check the options, load the checkpoint(s), refuse unwritable targets, gather the images."""
+    """Load the checkpoint(s), refuse unwritable targets, gather the images (the options are checked already)."""
     ckpts = checkpoint_list(ckpt)
     formats = resolve_formats(fmt)
     if len(ckpts) > 1 and formats == ALL_FORMATS:
         formats = ("onnx",)  # all the formats an ensemble has
-    if n_check < 1:
-        raise ExportError(f"n_check must be at least 1, got {n_check}")
-    if opset < MIN_OPSET:
-        raise ExportError(f"opset {opset} is too old; use opset >= {MIN_OPSET}")
     model, spec = load_models(ckpts, formats, out)
     targets = output_paths(formats, Path(spec.run_dir), out)
     for path in targets.values():  # refuse before writing anything, so format=all is all or nothing at the start
@@ -542,27 +534,29 @@ def _write_one(
 
 def export_checkpoint(
     ckpt: CheckpointArg,
-    fmt: str = "all",
-    out: str | Path | None = None,
-    overwrite: bool = False,
-    opset: int = MIN_OPSET,
-    images: Sequence[str | Path] | str | None = None,
-    data_root: str | Path | None = None,
-    n_check: int = 32,
-    atol: float = DEFAULT_ATOL,
-    calibration: Sequence[str | Path] | str | None = None,
-    n_calibrate: int = 128,
-    int8_min_agreement: float = DEFAULT_MIN_AGREEMENT,
-    n_int8_check: int = DEFAULT_CHECK_IMAGES,
+    fmt: str = EXPORT.format,
+    out: str | Path | None = EXPORT.out,
+    overwrite: bool = EXPORT.overwrite,
+    opset: int = EXPORT.opset,
+    images: Sequence[str | Path] | str | None = EXPORT.images,
+    data_root: str | Path | None = EXPORT.data_root,
+    n_check: int = EXPORT.n_check,
+    atol: float = EXPORT.atol,
+    calibration: Sequence[str | Path] | str | None = EXPORT.calibration,
+    n_calibrate: int = EXPORT.n_calibrate,
+    int8_min_agreement: float = EXPORT.int8_min_agreement,
+    n_int8_check: int = EXPORT.n_int8_check,
 ) -> list[ExportResult]:
     """Export ``ckpt`` to each format; every file is verified before it gets its final name. Several checkpoints
     export to one ONNX file averaging their probabilities (``fmt="onnx"`` and ``out`` required). The int8 file
     is gated on up to ``n_int8_check`` images (``images`` when given, else the run's test and val splits; never
-    calibration images): kept only if its top-1 agreement with the float model reaches ``int8_min_agreement``."""
-    if not 0.0 < int8_min_agreement <= 1.0:
-        raise ExportError(f"int8_min_agreement must be in (0, 1], got {int8_min_agreement:g}")
-    if n_int8_check < MIN_CHECK_IMAGES:
-        raise ExportError(f"n_int8_check must be at least {MIN_CHECK_IMAGES}, got {n_int8_check}")
+    calibration images): kept only if its top-1 agreement with the float model reaches ``int8_min_agreement``.
+    The options are conf/export.yaml's keys, checked by its schema (tumorcls.config.export) in one line each."""
+    options = {"format": fmt, "out": out, "overwrite": overwrite, "opset": opset, "images": images}
+    options |= {"data_root": data_root, "n_check": n_check, "atol": atol, "calibration": calibration}
+    check_export_config(
+        {**options, "n_calibrate": n_calibrate, "int8_min_agreement": int8_min_agreement, "n_int8_check": n_int8_check}
+    )
     plan = plan_export(
         ckpt,
         fmt,

@@ -1,13 +1,21 @@
 """The classifier's settings grouped by what they are for. The YAML keys, CLI overrides (``model.lr=...``)
 and the hyperparameters saved in checkpoints stay flat (``TumorClassifier(**flat)``); :class:`ModelSettings`
-is the grouped view the module reads. A checkpoint loader needs only the architecture and input contract."""
+is the grouped view the module reads. A checkpoint loader needs only the architecture and input contract.
+
+The defaults and rules are the schema's (tumorcls.config.model for the model group's keys, tumorcls.config.data
+for the input contract the data module hands over): each group checks its keys there when built, so a classifier
+built in Python refuses a bad value in the same line as ``train.py`` (``config: model.lr must be ...``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from tumorcls.config.check import check_settings
+from tumorcls.config.data import DEFAULTS as DATA
+from tumorcls.config.model import DEFAULTS as MODEL
+from tumorcls.config.model import ModelConfig
 from tumorcls.labels import CLASS_NAMES
 from tumorcls.models.optim import OptimizerSettings, SchedulerSettings
 
@@ -16,12 +24,13 @@ from tumorcls.models.optim import OptimizerSettings, SchedulerSettings
 class ArchitectureSettings:
     """What the network is: a timm backbone, dropout and a linear head over ``class_names``."""
 
-    backbone: str = "tf_efficientnet_b0.aa_in1k"
-    num_classes: int = len(CLASS_NAMES)
+    backbone: str = MODEL.backbone
+    num_classes: int = MODEL.num_classes
     class_names: tuple[str, ...] = CLASS_NAMES
-    drop_rate: float = 0.5
+    drop_rate: float = MODEL.drop_rate
 
     def __post_init__(self) -> None:
+        check_settings(self, ModelConfig, "model")
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
 
@@ -29,33 +38,41 @@ class ArchitectureSettings:
 @dataclass(frozen=True)
 class InputContract:
     """What the network expects: square RGB images of ``input_size`` pixels, normalised with mean / std, after
-    the preprocessing of ``tumorcls.data.preprocess`` (``crop``, ``intensity``; "none" in older checkpoints)."""
+    the preprocessing of ``tumorcls.data.preprocess`` (``crop``, ``intensity``; "none" in older checkpoints).
+    Set from the data module (already checked there), or read from a checkpoint."""
 
-    input_size: int = 150
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    crop: str = "none"
-    intensity: str = "none"
+    input_size: int = DATA.size
+    mean: tuple[float, ...] = DATA.mean
+    std: tuple[float, ...] = DATA.std
+    crop: str = DATA.crop
+    intensity: str = DATA.intensity
 
 
 @dataclass(frozen=True)
 class RecipeSettings:
     """Training-only choices besides the optimiser: label smoothing and a head-only warm-up."""
 
-    label_smoothing: float = 0.0
-    freeze_backbone_epochs: int = 0
+    label_smoothing: float = MODEL.label_smoothing
+    freeze_backbone_epochs: int = MODEL.freeze_backbone_epochs
+
+    def __post_init__(self) -> None:
+        check_settings(self, ModelConfig, "model")
 
 
 @dataclass(frozen=True)
 class RuntimeSettings:
     """How the network runs: flip TTA for validation/test logits, memory layout, torch.compile, CUDA graphs
-    of the training step (models.cuda_graphs)."""
+    of the training step (models.cuda_graphs). ``cuda_graphs`` is resolved: training.build turns the config's
+    ``auto`` into true or false for the devices of the run (``step`` stays ``step``)."""
 
-    tta: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    compile_mode: str | None = None
-    cuda_graphs: bool = False
+    tta: bool = MODEL.tta
+    channels_last: bool = MODEL.channels_last
+    compile: bool = MODEL.compile
+    compile_mode: str | None = MODEL.compile_mode
+    cuda_graphs: bool | str = False
+
+    def __post_init__(self) -> None:
+        check_settings(self, ModelConfig, "model")
 
 
 @dataclass(frozen=True)
@@ -71,39 +88,20 @@ class ModelSettings:
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> ModelSettings:
-        """Group the flat keys of conf/model/*.yaml (and of checkpoints' hyperparameters)."""
-        return cls(
-            architecture=ArchitectureSettings(
-                str(flat["backbone"]),
-                int(flat["num_classes"]),
-                tuple(str(c) for c in flat["class_names"]),
-                float(flat["drop_rate"]),
-            ),
-            inputs=InputContract(
-                int(flat["input_size"]),
-                _floats(flat["mean"]),
-                _floats(flat["std"]),
-                str(flat.get("crop", "none")),
-                str(flat.get("intensity", "none")),
-            ),
-            optimizer=OptimizerSettings(flat["optimizer"], flat["lr"], flat["weight_decay"], flat["backbone_lr_mult"]),
-            scheduler=SchedulerSettings(
-                flat["scheduler"],
-                flat["plateau_factor"],
-                flat["plateau_patience"],
-                flat["min_lr"],
-                flat["warmup_epochs"],
-            ),
-            recipe=RecipeSettings(flat["label_smoothing"], flat["freeze_backbone_epochs"]),
-            runtime=RuntimeSettings(
-                bool(flat["tta"]),
-                bool(flat["channels_last"]),
-                bool(flat["compile"]),
-                flat["compile_mode"],
-                bool(flat.get("cuda_graphs", False)),
-            ),
-        )
+        """Group the flat keys of conf/model/*.yaml (and of checkpoints' hyperparameters); a key the mapping lacks
+        (an older checkpoint) takes its default."""
+        plain = dict(flat)
+        for key in ("class_names", "mean", "std"):
+            if key in plain:
+                plain[key] = tuple(plain[key])
+        return cls(**{f.name: _group(f.default_factory, plain) for f in fields(cls)})
 
 
-def _floats(values: Sequence[float]) -> tuple[float, ...]:
-    return tuple(float(v) for v in values)
+def _group(settings: type, flat: Mapping[str, Any]) -> Any:
+    """One settings group from the flat keys it holds (a field's ``key`` metadata names its flat key)."""
+    chosen = {}
+    for f in fields(settings):
+        key = f.metadata.get("key", f.name)
+        if key in flat:
+            chosen[f.name] = flat[key]
+    return settings(**chosen)
