@@ -1,10 +1,13 @@
-"""The prepared GPU measurement (tumorcls.bench.gpu_session) runs every step end to end on CPU with --smoke, and
-sums SimpleProfiler's report into the fit breakdown it promises."""
+"""The prepared GPU measurement (tumorcls.bench.gpu_session) runs every step end to end on CPU with --smoke (the
+code before, the defaults, a lever, a variant, further seeds, bench rates), times each command phase by phase,
+sums SimpleProfiler's report into the fit breakdown it promises, and gives the further seeds to the fastest lever."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import pytest
 
 from tests.helpers.paths import REPO
 from tumorcls.bench import gpu_session
@@ -34,32 +37,65 @@ def test_the_profile_report_is_summed_into_the_fit_breakdown() -> None:
     assert parts["the rest (Lightning loop, sanity check, setup)"]["seconds"] == 10.0 - 7.0 - 1.0 - 0.4 - 0.3
 
 
+@pytest.mark.slow  # train.py subprocesses
 def test_the_smoke_session_runs_every_step_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "session"
-    argv = ["--out", str(out), "--smoke", "--variants", "no_cuda_graphs", "--seeds", "", "--bench-runs", "bf16_graphs"]
+    argv = ["--out", str(out), "--smoke", "--variants", "eval_graphs", "--levers", "step", "--seeds", "2"]
+    argv += ["--bench-runs", "bf16_graphs,predict_bf16"]
     assert gpu_session.main([*argv, "--repo", str(REPO), "--before", str(REPO)]) == 0
     result = json.loads((out / "session.json").read_text())
-    before, after, variant = (
-        result[k][n] for k, n in (("before", "seed42"), ("after", "default"), ("after", "no_cuda_graphs"))
+    before, after, lever, variant = (
+        result[k][n]
+        for k, n in (("before", "seed42"), ("after", "default"), ("after", "step"), ("after", "eval_graphs"))
     )
-    assert variant["returncode"] == 0 and "model.cuda_graphs=false" in variant["command"]
-    assert after["wall_seconds"] > after["fit_seconds"] > 0 and after["test_seconds"] >= 0 and 0 <= after["acc"] <= 1
+    assert variant["returncode"] == 0 and "model.cuda_graphs_eval=true" in variant["command"]
+    assert lever["returncode"] == 0 and "model.cuda_graphs=step" in lever["command"]
     assert before["returncode"] == 0 and "model.cuda_graphs" not in before["command"]
+    for run in (before, after, lever, variant):  # the whole command phase by phase, through the probe
+        p = run["phases"]
+        assert p["whole"] > p["fit"] > 0 and p["startup"] > 0 and p["artifacts"] > 0 and 0 <= run["acc"] <= 1
+        assert abs(p["whole"] - run["wall_seconds"]) < 0.05 and p["fit"] == run["fit_seconds"]
+    assert after["cache"] == "written" and lever["cache"] == "hit"  # this checkout's runs share one decode cache
+    assert "default/seed2" in result["after"] and "seed2" in result["before"]
+    assert ("step/seed2" in result["after"]) == (gpu_session.fastest_lever(result) == "step")
     assert result["device"] == "CPU" and result["smoke"] is True and result["skipped"] == []
-    for code in ("before", "after"):  # each profiled run's breakdown, and its report beside session.json
+    tests = result["gpu_tests"]  # the levers' GPU-only parity tests: collected and run, skipped without a GPU
+    assert tests["returncode"] == 0 and "skipped" in tests["summary"] and "failed" not in tests["summary"]
+    for code in ("before", "after", "step"):  # each profiled run's breakdown, and its report beside session.json
         breakdown = result["profile"][code]
         assert breakdown["train steps (forward, backward, optimizer)"]["seconds"] > 0
         assert breakdown["checkpoint writes"]["seconds"] > 0
         assert "FIT Profiler Report" in (out / f"profile_{code}.txt").read_text()
-    bench = result["bench"]["bf16_graphs"]
-    assert bench["train"] > 0 and bench["eval"] > 0 and bench["predict"] > 0
-    table = (out / "session.md").read_text()
+    bench = result["bench"]
     assert (
-        "| after | no_cuda_graphs |" in table
-        and "| before | seed42 |" in table
-        and "| train steps (forward, backward, optimizer) |" in table
+        bench["bf16_graphs"]["train"] > 0 and bench["bf16_graphs"]["eval"] > 0 and bench["predict_bf16"]["predict"] > 0
     )
+    table = (out / "session.md").read_text()
+    assert "| after | eval_graphs |" in table and "| before | seed42 |" in table and "| after | step |" in table
+    assert "| train steps (forward, backward, optimizer) |" in table
+    assert "| after | default | 2 |" in table and "| before | default | 2 |" in table  # the seeds' summary
     assert "===== exit 0" in (out / "log.txt").read_text()
+
+
+def run(fit: float, acc: float = 0.8) -> dict:
+    return {"returncode": 0, "phases": {"whole": fit + 10, "fit": fit}, "acc": acc}
+
+
+def test_seeds_go_to_the_fastest_lever_only_when_it_beats_the_defaults() -> None:
+    result = {"before": {}, "after": {"default": run(30), "step": run(20), "step+eval_graphs": run(18), "fp32": run(5)}}
+    assert gpu_session.fastest_lever(result) == "step+eval_graphs"  # a variant (fp32) is no lever
+    result["after"] = {"default": run(30), "step": run(31)}
+    assert gpu_session.fastest_lever(result) is None
+
+
+def test_the_seed_summary_groups_a_configuration_s_seeds() -> None:
+    result = {
+        "before": {"seed42": run(60, 0.79)},
+        "after": {"default": run(30, 0.78), "default/seed2": run(34, 0.76), "step": run(20), "fp32": run(40)},
+    }
+    (row,) = gpu_session.seed_summary(result)  # one seed alone is no summary
+    assert (row["code"], row["config"], row["seeds"], row["fit"]) == ("after", "default", 2, 32.0)
+    assert row["acc_mean"] == pytest.approx(0.77) and row["acc_sd"] == pytest.approx(0.01414, abs=1e-4)
 
 
 def test_a_step_that_does_not_fit_the_budget_is_skipped_and_recorded(tmp_path: Path) -> None:
@@ -71,4 +107,4 @@ def test_a_step_that_does_not_fit_the_budget_is_skipped_and_recorded(tmp_path: P
 
 def test_an_unknown_variant_is_refused(tmp_path: Path, capsys) -> None:
     assert gpu_session.main(["--out", str(tmp_path), "--variants", "turbo", "--repo", str(REPO)]) == 2
-    assert "unknown --variants/--bench-runs ['turbo']" in capsys.readouterr().err
+    assert "unknown --variants/--levers/--bench-runs ['turbo']" in capsys.readouterr().err

@@ -1,5 +1,6 @@
-"""model.cuda_graphs: which batches go through the recorded graphs (full training batches on a GPU, nothing else),
-the eager fallback when recording fails, and (on a GPU) that a graphed step computes what an eager step does."""
+"""model.cuda_graphs and cuda_graphs_eval: which batches go through the recorded graphs (full training batches on a
+GPU; evaluation batches of a shape seen before, without gradients), the eager fallbacks, and (on a GPU) that a
+graphed step and a graphed evaluation compute what the eager ones do."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from tumorcls.models import cuda_graphs
-from tumorcls.models.cuda_graphs import GraphedTraining
+from tumorcls.models.cuda_graphs import GraphedEval, GraphedTraining
 from tumorcls.models.lit_module import TumorClassifier
 
 
@@ -116,3 +117,72 @@ def test_a_graphed_training_step_matches_an_eager_one_on_a_gpu(dtype: torch.dtyp
         assert torch.allclose(losses[0], losses[1], rtol=tol, atol=tol)
         assert (grads[0] - grads[1]).norm() / grads[0].norm() < tol
     assert graphed._train_forward.graphed is not None  # the graphed path really ran
+
+
+@pytest.fixture
+def eval_recorder(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """Replace the evaluation recording by a marker: the 'graphed' forward returns the eager result plus 100."""
+    recorded: list[tuple[int, ...]] = []
+
+    def record(net: nn.Module, sample: torch.Tensor):
+        recorded.append(tuple(sample.shape))
+        weight, bias = net.weight.data, net.bias.data  # a recording reads the storage it saw, as a graph does
+        return lambda x: x @ weight.T + bias + 100.0
+
+    monkeypatch.setattr(cuda_graphs, "record_eval_graph", record)
+    return recorded
+
+
+def test_evaluation_replays_a_graph_per_batch_shape_after_one_eager_call(eval_recorder) -> None:
+    net = nn.Linear(3, 2).eval()
+    graphed = GraphedEval(net, enabled=True)
+    full, short = fake_cuda((8, 3)), fake_cuda((5, 3))
+    with torch.no_grad():
+        assert torch.allclose(graphed(full), net(full))  # the first batch of a shape: eager (the warm-up)
+        assert torch.allclose(graphed(full), net(full) + 100.0)  # the second: recorded and replayed
+        assert torch.allclose(graphed(short), net(short)) and torch.allclose(graphed(short), net(short) + 100.0)
+        assert torch.allclose(graphed(full), net(full) + 100.0)
+        assert eval_recorder == [(8, 3), (5, 3)]  # one recording per shape
+        cpu = torch.randn(8, 3)
+        assert torch.allclose(graphed(cpu), net(cpu))  # a CPU batch
+        net.train()
+        assert torch.allclose(graphed(full), net(full))  # training mode: never
+        net.eval()
+        net.weight.data = net.weight.data * 2  # new parameter storage: the old recordings would read stale memory
+        assert torch.allclose(graphed(full), net(full) + 100.0)  # dropped and recorded again, on the new storage
+        assert eval_recorder == [(8, 3), (5, 3), (8, 3)] and len(graphed.graphs) == 1
+    assert torch.allclose(graphed(full), net(full))  # gradients enabled: never
+    assert torch.allclose(GraphedEval(net, enabled=False)(full), net(full))
+
+
+def test_the_classifier_evaluates_through_the_eval_graphs_only_when_asked(eval_recorder) -> None:
+    model = TumorClassifier(backbone="test_efficientnet", pretrained=False, input_size=32, cuda_graphs_eval=True)
+    model.eval()
+    assert model._eval_forward.enabled is True
+    default = TumorClassifier(backbone="test_efficientnet", pretrained=False, input_size=32)
+    assert default._eval_forward.enabled is False and default.hparams.cuda_graphs_eval is False
+    compiled = TumorClassifier(
+        backbone="test_efficientnet", pretrained=False, input_size=32, cuda_graphs_eval=True, compile=True
+    )
+    assert compiled._eval_forward.enabled is False  # torch.compile's own graphs instead
+    with torch.no_grad():
+        model.eval_logits(torch.randn(2, 3, 32, 32))  # CPU: eager, nothing recorded
+    assert eval_recorder == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_graphed_evaluation_matches_eager_evaluation_on_a_gpu(dtype: torch.dtype | None) -> None:
+    model = TumorClassifier(
+        backbone="test_efficientnet", pretrained=False, input_size=32, cuda_graphs_eval=True, tta=True
+    )
+    model = model.cuda().eval()
+    x = torch.randn(8, 3, 32, 32, device="cuda")
+    with torch.inference_mode(), torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+        eager = model.net(model._memory_format(x)).float()
+        eager = (eager + model.net(model._memory_format(torch.flip(x, dims=[3]))).float()) / 2
+        outs = [model.eval_logits(x + 0).float() for _ in range(3)]  # eager warm-up, then recorded and replayed
+    assert len(model._eval_forward.graphs) >= 1  # the graphed path really ran
+    tol = 2e-2 if dtype else 1e-4
+    for out in outs:
+        assert torch.allclose(out, eager, rtol=tol, atol=tol)

@@ -33,9 +33,11 @@ def test_build_optimizer_names_groups_and_scales_the_backbone_lr() -> None:
 
 
 def test_unknown_names_are_refused_with_the_key_to_fix() -> None:
-    with pytest.raises(ValueError, match=r"^unknown model.optimizer 'lamb'; choose adam, adamw or sgd$"):
+    with pytest.raises(
+        ValueError, match=r"^config: model.optimizer must be one of \['adam', 'adamw', 'sgd'\], got 'lamb'$"
+    ):
         OptimizerSettings("lamb")
-    with pytest.raises(ValueError, match=r"^unknown model.scheduler 'step'; choose one of"):
+    with pytest.raises(ValueError, match=r"^config: model.scheduler must be one of \['plateau', 'cosine', 'none'\]"):
         SchedulerSettings("step")
 
 

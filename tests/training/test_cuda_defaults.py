@@ -42,13 +42,29 @@ def test_an_explicit_augment_on_is_kept(tmp_path: Path) -> None:
         (["model.compile=true"], True, False),
         (["model.cuda_graphs=false"], True, False),
         (["model.cuda_graphs=true"], False, True),
+        (["model.cuda_graphs=step"], True, "step"),  # the whole step as one graph: manual optimisation
+        (["model.cuda_graphs=step"], False, "step"),  # kept on CPU/DDP too: the eager manual step runs there
     ],
 )
 def test_cuda_graphs_auto_is_on_for_one_cuda_device_without_compile(overrides, single_gpu, expected, tmp_path):
     cfg = compose_with(["model.backbone=test_efficientnet", "model.pretrained=false", *overrides], tmp_path)
     dm = build_datamodule(cfg.data, RunLayout(tmp_path / "run"))
     model = build_model(cfg.model, dm, single_gpu=single_gpu)
-    assert model.settings.runtime.cuda_graphs is expected and model.hparams.cuda_graphs is expected
+    for value in (model.settings.runtime.cuda_graphs, model.hparams.cuda_graphs):
+        assert value == expected and type(value) is type(expected)
+    assert model.automatic_optimization is (expected != "step")
+
+
+def test_the_whole_step_with_sgd_is_one_line_before_anything_runs(tmp_path: Path) -> None:
+    overrides = ["model.backbone=test_efficientnet", "model.pretrained=false", "model.cuda_graphs=step"]
+    cfg = compose_with([*overrides, "model.optimizer=sgd"], tmp_path)
+    dm = build_datamodule(cfg.data, RunLayout(tmp_path / "run"))
+    with pytest.raises(ConfigError) as info:
+        build_model(cfg.model, dm)
+    assert str(info.value) == (
+        "cannot build the model (model): ValueError: "
+        "model.cuda_graphs=step needs model.optimizer adam or adamw (SGD is not capturable)"
+    )
 
 
 def test_single_cuda_device_reads_accelerator_devices_and_nodes(tmp_path: Path) -> None:
@@ -63,7 +79,7 @@ def test_a_bad_cuda_graphs_value_is_one_line(tmp_path: Path) -> None:
     cfg = compose_with(["model.cuda_graphs=sometimes"], tmp_path)
     with pytest.raises(ConfigError) as info:
         check_config(cfg)
-    assert str(info.value) == "config: model.cuda_graphs must be one of ['auto', True, False], got 'sometimes'"
+    assert str(info.value) == "config: model.cuda_graphs must be one of ['auto', True, False, 'step'], got 'sometimes'"
 
 
 def test_the_device_loader_needs_no_workers_on_a_gpu(monkeypatch, tmp_path: Path) -> None:

@@ -139,7 +139,9 @@ def bench_images(args: argparse.Namespace, n: int) -> tuple[np.ndarray, np.ndarr
 # ----------------------------------------------------------------------------------------------- timing
 
 
-def build_classifier(model_name: str, size: int, channels_last: bool, cuda_graphs: bool = False) -> Any:
+def build_classifier(
+    model_name: str, size: int, channels_last: bool, cuda_graphs: bool = False, cuda_graphs_eval: bool = False
+) -> Any:
     """Our TumorClassifier (random weights: speed does not depend on them)."""
     from tumorcls.models.lit_module import TumorClassifier
 
@@ -151,6 +153,7 @@ def build_classifier(model_name: str, size: int, channels_last: bool, cuda_graph
         channels_last=channels_last,
         input_size=size,
         cuda_graphs=cuda_graphs,
+        cuda_graphs_eval=cuda_graphs_eval,
     )
 
 
@@ -168,7 +171,8 @@ def host_batch(images: np.ndarray, labels: np.ndarray, batch_size: int, device: 
 
 
 def prepare_model(args: argparse.Namespace, device: torch.device) -> Any:
-    model = build_classifier(args.model, args.size, args.channels_last, args.cuda_graphs).to(device)
+    graphs = (args.cuda_graphs, getattr(args, "eval_graphs", False))
+    model = build_classifier(args.model, args.size, args.channels_last, *graphs).to(device)
     if args.compile:
         # reduce-overhead: CUDA graphs, for small batches whose step is bound by kernel launches
         model.net = torch.compile(model.net, mode=None if args.compile_mode == "default" else args.compile_mode)
@@ -236,10 +240,12 @@ def whole_step_graph_fn(
 
 
 def eval_step_fn(model: Any, batch: tuple, device: torch.device, precision: str) -> Callable[[], int]:
+    """Validation's forward (``eval_logits``: replayed from CUDA graphs when built with ``cuda_graphs_eval``)."""
+
     def step() -> int:
         x = batch[0].to(device, non_blocking=True)
         with torch.inference_mode(), autocast(device, precision):
-            model(x)
+            model.eval_logits(x)
         return len(x)
 
     return step
@@ -266,12 +272,13 @@ def bench_eval(ctx: PartContext) -> dict[str, Any]:
 
 def bench_predict(ctx: PartContext) -> dict[str, Any]:
     """``tumorcls predict``'s model path on in-memory images: TorchPredictor.predict_proba on uint8 RGB batches
-    of ``--eval-batch-size`` (copy to the device, normalisation, the network in float32, probabilities back)."""
+    of ``--eval-batch-size`` (copy to the device, normalisation, the network in float32 or, with
+    ``--predict-bf16``, under bfloat16 autocast on CUDA, probabilities back)."""
     from tumorcls.inference.backends.torch_checkpoint import TorchPredictor
 
     args = ctx.args
     model = build_classifier(args.model, args.size, args.channels_last)
-    predictor = TorchPredictor(model, str(ctx.device))
+    predictor = TorchPredictor(model, str(ctx.device), bf16=args.predict_bf16)
     n = args.eval_batch_size or args.batch_size
     batch = np.ascontiguousarray(ctx.images[np.arange(n) % len(ctx.images)])
 
@@ -475,6 +482,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--whole-step-graph",
         action="store_true",
         help="train part: forward, backward and Adam as one CUDA graph (the step's floor; not what training runs)",
+    )
+    parser.add_argument(
+        "--eval-graphs", action="store_true", help="eval part: the evaluation forward replayed from CUDA graphs"
+    )
+    parser.add_argument(
+        "--predict-bf16", action="store_true", help="predict part: TorchPredictor under bf16 autocast (CUDA)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--images", type=int, default=256, help="images held in memory for train/eval/data")

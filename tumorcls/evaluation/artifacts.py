@@ -28,7 +28,6 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from tumorcls.atomic_io import atomic_write_json, atomic_write_text
 from tumorcls.evaluation.calibration import DEFAULT_BINS, expected_calibration_error, reliability_figure
-from tumorcls.evaluation.plots import confusion_matrix_figure, curves_figure, save_figure
 from tumorcls.evaluation.reports import classification_report, summary_metrics
 
 
@@ -128,6 +127,8 @@ def write_artifacts(
     atomic_write_text(out_dir / "classification_report.txt", classification_report(confmat, names))
     if paths is not None:
         atomic_write_text(out_dir / "predictions.csv", predictions_csv(paths, labels, probs, names))
+    from tumorcls.evaluation.plots import confusion_matrix_figure, curves_figure, save_figure  # when drawn
+
     save_figure(confusion_matrix_figure(confmat, names, title), out_dir / "confusion_matrix.png")
     save_figure(reliability_figure(series, labels, bins, title="Reliability"), out_dir / "reliability_diagram.png")
     if history:

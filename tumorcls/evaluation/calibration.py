@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from tumorcls.atomic_io import atomic_write
 from tumorcls.models.checkpoint import CHECKPOINT_KEY, read_checkpoint
 from tumorcls.probabilities import softmax
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,8 @@ def reliability_figure(
 ) -> Figure:
     """Accuracy against confidence per bin for each named set of probabilities, and how many samples each
     bin holds. The diagonal is perfect calibration."""
+    from matplotlib.figure import Figure  # drawing code loads when a figure is drawn, not with the metrics
+
     fig = Figure(figsize=(6.0, 6.4), dpi=100)
     ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")

@@ -1,16 +1,24 @@
 """LightningModule: the classifier network trained with cross-entropy under the recipe of models.optim
 (the tutorial's Adam + ReduceLROnPlateau on val/acc, or AdamW/SGD and warm-up cosine), with torchmetrics for
 accuracy, macro-F1, per-class precision/recall and the confusion matrix. Settings arrive flat (the YAML keys
-users override) and are read through the grouped view of models.settings."""
+users override) and are read through the grouped view of models.settings.
+
+``cuda_graphs="step"`` trains with manual optimisation, so that the whole step (forward, loss, backward, the
+optimizer's update) can be one CUDA graph (models.cuda_graphs.WholeStepGraph): the module then zeroes the
+gradients, runs backward and the update itself, as automatic optimisation would (outside autocast), steps the
+schedules where Lightning would (cosine after each step; ReduceLROnPlateau at the end of each training epoch, on
+``val/acc``), and counts every replayed step as Lightning counts an optimizer step (``global_step``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -22,10 +30,18 @@ from torchmetrics.classification import (
 
 from tumorcls.errors import TrainingDivergedError
 from tumorcls.labels import CLASS_NAMES
-from tumorcls.models.cuda_graphs import GraphedTraining
+from tumorcls.models.cuda_graphs import (
+    GraphedEval,
+    GraphedTraining,
+    StepOutputs,
+    WholeStepGraph,
+    autocast_without_cache,
+)
 from tumorcls.models.network import create_network
-from tumorcls.models.optim import build_optimizer, build_scheduler
+from tumorcls.models.optim import build_optimizer, build_scheduler, rates_as_tensors
 from tumorcls.models.settings import ModelSettings
+
+log = logging.getLogger(__name__)
 
 # training losses are checked for NaN/inf in groups of this many steps (a host-device sync per check, not per step)
 FINITE_CHECK_EVERY = 50
@@ -74,7 +90,8 @@ class TumorClassifier(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         compile_mode: str | None = None,
-        cuda_graphs: bool = False,
+        cuda_graphs: bool | str = False,
+        cuda_graphs_eval: bool = False,
         input_size: int = 150,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
@@ -91,12 +108,20 @@ class TumorClassifier(L.LightningModule):
             weights=str(weights) if weights else None,
         )
         self.settings = ModelSettings.from_flat(self.hparams)
+        if cuda_graphs == "step" and optimizer == "sgd":  # refused before anything is built or decoded
+            raise ValueError("model.cuda_graphs=step needs model.optimizer adam or adamw (SGD is not capturable)")
         arch = self.settings.architecture
         self.net, self.weights_source = create_network(arch.backbone, num_classes, arch.drop_rate, pretrained, weights)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        # outside the module registry (not state): the training forward, through CUDA graphs when asked for
-        object.__setattr__(self, "_train_forward", GraphedTraining(self.net, self.settings.runtime.cuda_graphs))
+        # outside the module registry (not state): the training forward, the whole step and evaluation forwards,
+        # through CUDA graphs when asked for
+        mode, compiled = self.settings.runtime.cuda_graphs, self.settings.runtime.compile
+        object.__setattr__(self, "_train_forward", GraphedTraining(self.net, mode is True))
+        object.__setattr__(self, "_step_graph", WholeStepGraph(mode == "step" and not compiled))
+        object.__setattr__(self, "_eval_forward", GraphedEval(self.net, bool(cuda_graphs_eval) and not compiled))
+        self.automatic_optimization = mode != "step"
+        self._plateau_monitor: str | None = None  # manual optimisation steps ReduceLROnPlateau on this metric
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_metrics = _metrics(num_classes).clone(prefix="val/")
         self.test_metrics = _metrics(num_classes).clone(prefix="test/")
@@ -126,18 +151,41 @@ class TumorClassifier(L.LightningModule):
             return self(x)
         return self._train_forward(self._memory_format(x))
 
+    def _eval_forward_of(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` for evaluation, replayed from CUDA graphs with ``cuda_graphs_eval`` (models.cuda_graphs)."""
+        if "_compiled_net" in self.__dict__:
+            return self(x)
+        return self._eval_forward(self._memory_format(x))
+
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for validation/test; with ``tta`` the mean of the image's and its mirror image's logits."""
-        logits = self(x)
+        logits = self._eval_forward_of(x)
         if self.settings.runtime.tta:
-            logits = (logits + self(torch.flip(x, dims=[3]))) / 2
+            logits = (logits + self._eval_forward_of(torch.flip(x, dims=[3]))) / 2
         return logits
+
+    def on_train_start(self) -> None:
+        """Manual optimisation: the rates a recorded step reads are device tensors again after a resume."""
+        if not self.automatic_optimization:
+            for optimizer in self.trainer.optimizers:
+                rates_as_tensors(optimizer, self.device)
+
+    def on_fit_start(self) -> None:
+        """The whole-step graph records single-process bf16/fp32 steps only: under DDP its backward would hold the
+        gradient all-reduce, and fp16's loss scaling happens outside it; such runs take the eager manual step."""
+        precision = str(self.trainer.precision)
+        if self._step_graph.enabled and (self.trainer.world_size > 1 or precision.startswith("16")):
+            self._step_graph.enabled = False
+            processes = self.trainer.world_size
+            log.warning(
+                "model.cuda_graphs=step: precision %s, %d processes: the step runs eagerly", precision, processes
+            )
 
     def on_train_epoch_start(self) -> None:
         """A short frozen-backbone warm-up: only the new head learns for ``freeze_backbone_epochs`` epochs
         (BatchNorm statistics stay frozen too), so its random start does not disturb the pretrained features."""
         frozen = self.current_epoch < self.settings.recipe.freeze_backbone_epochs
-        self._train_forward.allowed = not frozen
+        self._train_forward.allowed = self._step_graph.allowed = not frozen
         self.net.backbone.requires_grad_(not frozen)
         if frozen:
             self.net.backbone.eval()
@@ -147,15 +195,72 @@ class TumorClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        logits = self.train_logits(x)
-        loss = self._loss(logits, y)
-        self._unchecked_losses.append((loss.detach(), self.current_epoch, self.global_step))
+        step = self.global_step
+        if self.automatic_optimization:
+            logits = self.train_logits(x)
+            loss = self._loss(logits, y)
+        else:
+            loss, logits = self._whole_step(x, y)
+        self._unchecked_losses.append((loss.detach(), self.current_epoch, step))
         if len(self._unchecked_losses) >= FINITE_CHECK_EVERY:
             self.check_finite_losses()
-        self.train_acc(logits.argmax(1), y)
+        # update(), not the metric's forward: no batch value is computed (the epoch's is logged), nothing is copied
+        self.train_acc.update(logits.detach().argmax(1), y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
+
+    def _whole_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutputs:
+        """Manual optimisation (``cuda_graphs=step``): one optimizer step on this batch, through the whole-step graph
+        where it applies, else eagerly; then the per-step schedule. Returns the detached loss and logits."""
+        optimizer = self.optimizers()
+        (loss, logits), _ = self._step_graph(
+            self._memory_format(x),
+            y,
+            eager=lambda a, b: self._eager_step(optimizer, a, b),
+            graphed=lambda a, b: self._recorded_step(optimizer.optimizer, a, b),
+            state=lambda: [*self.net.parameters(), *self.net.buffers()],
+            count=lambda replay: counted_as_optimizer_step(optimizer, replay),
+        )
+        self._step_schedules("step")
+        return loss, logits
+
+    def _eager_step(self, optimizer: LightningOptimizer, x: torch.Tensor, y: torch.Tensor) -> StepOutputs:
+        """Forward and loss under the step's autocast; zero, backward and update outside it, through Lightning (its
+        hooks, precision plugin and step count), as automatic optimisation orders them."""
+        logits = self.__dict__.get("_compiled_net", self.net)(x)
+        loss = self._loss(logits, y)
+        optimizer.zero_grad()
+        with torch.autocast(x.device.type, enabled=False):
+            self.manual_backward(loss)
+            optimizer.step()
+        return loss.detach(), logits.detach()
+
+    def _recorded_step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> StepOutputs:
+        """The same step as the whole-step graph records it: on static inputs, the raw optimizer (capturable, its
+        rates device tensors), gradients set to None first so that the recording owns them."""
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_without_cache(x.device.type):
+            logits = self.net(x)
+            loss = self._loss(logits, y)
+        with torch.autocast(x.device.type, enabled=False):
+            loss.backward()
+            optimizer.step()
+        return loss.detach(), logits.detach()
+
+    def _step_schedules(self, interval: str) -> None:
+        """Manual optimisation steps the schedules itself, at the points automatic optimisation would: ``step``
+        schedules (cosine) after each optimizer step, ``epoch`` ones at the end of the training epoch, after its
+        validation: ReduceLROnPlateau on its metric (skipped in an epoch without validation)."""
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval != interval:
+                continue
+            if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                value = self.trainer.callback_metrics.get(self._plateau_monitor or "")
+                if value is not None:
+                    config.scheduler.step(float(value))
+            else:
+                config.scheduler.step()
 
     def check_finite_losses(self) -> None:
         """Raise TrainingDivergedError naming the first step whose loss was NaN or infinite. Losses are checked in
@@ -178,6 +283,8 @@ class TumorClassifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.check_finite_losses()
+        if not self.automatic_optimization:
+            self._step_schedules("epoch")
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         x, y = batch
@@ -222,8 +329,10 @@ class TumorClassifier(L.LightningModule):
         return torch.softmax(self.eval_logits(x).float(), dim=1)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        """The optimiser training uses (models.optim.build_optimizer over this network and its settings)."""
-        return build_optimizer(self.net, self.settings.optimizer)
+        """The optimiser training uses (models.optim.build_optimizer over this network and its settings); for the
+        whole-step graph with its rates as tensors on this module's device (capturable there on CUDA)."""
+        graph_device = None if self.automatic_optimization else self.device
+        return build_optimizer(self.net, self.settings.optimizer, graph_device)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.build_optimizer()
@@ -233,4 +342,17 @@ class TumorClassifier(L.LightningModule):
         else:
             steps, epochs = None, None
         scheduler = build_scheduler(optimizer, settings.scheduler, settings.optimizer.lr, steps, epochs)
+        if scheduler is not None and not self.automatic_optimization:  # stepped by _step_schedules, not Lightning
+            self._plateau_monitor = scheduler.pop("monitor", None)
         return {"optimizer": optimizer} if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def counted_as_optimizer_step(optimizer: LightningOptimizer, replay: Callable[[], StepOutputs]) -> StepOutputs:
+    """Run a replayed whole step between the two hooks ``LightningOptimizer.step`` itself calls around an update
+    (set by Lightning's manual-optimisation loop: they count the step, so ``global_step``, logging intervals,
+    ``max_steps`` and checkpoints see it, and time it as the profiler's ``optimizer_step``)."""
+    optimizer._on_before_step()
+    try:
+        return replay()
+    finally:
+        optimizer._on_after_step()

@@ -1,7 +1,3 @@
-"""Training: what ``train.py`` runs (config checks, the run, callbacks, checkpoint files)."""
-
-from tumorcls.training.callbacks import EpochHistory
-from tumorcls.training.config_checks import check_config
-from tumorcls.training.run import run
-
-__all__ = ["EpochHistory", "check_config", "run"]
+"""Training: what ``train.py`` runs. The stages are imported from their modules (``tumorcls.training.run.run``,
+``.config_checks.check_config``, ``.callbacks.EpochHistory``, ``.checkpoint_io``...): this package re-exports
+nothing, so importing one of them (the checkpoint writer, a test of one stage) loads only what that one needs."""

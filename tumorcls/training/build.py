@@ -39,16 +39,24 @@ def build_datamodule(data_cfg: DictConfig, layout: RunLayout, on_cuda: bool = Fa
     return instantiate_node(node, "the data module (data)", manifest_path=str(layout.splits_csv), _convert_="all")
 
 
+def resolve_cuda_graphs(value: Any, single_gpu: bool, compiled: bool) -> bool | str:
+    """``model.cuda_graphs``: ``auto`` is the forward/backward graphs (true) for a run on one CUDA device without
+    torch.compile, else false; ``step`` (the whole step as one graph, manual optimisation) and true/false as given."""
+    if value == "auto":
+        return single_gpu and not compiled
+    return value if value == "step" else bool(value)
+
+
 def build_model(model_cfg: DictConfig, datamodule: TumorDataModule, single_gpu: bool = False) -> TumorClassifier:
     """The classifier for the data module's input size, preprocessing and normalisation (its checkpoints record
     them); hub weights fail fast offline. ``cuda_graphs: auto`` is on for a run on one CUDA device."""
     if model_cfg.get("pretrained") and not model_cfg.get("weights"):
         cache_only_when_hub_unreachable()
-    graphs = model_cfg.get("cuda_graphs", False)
+    graphs = resolve_cuda_graphs(model_cfg.get("cuda_graphs", False), single_gpu, bool(model_cfg.get("compile")))
     return instantiate_node(
         model_cfg,
         "the model (model)",
-        cuda_graphs=single_gpu and not model_cfg.get("compile", False) if graphs == "auto" else bool(graphs),
+        cuda_graphs=graphs,
         input_size=datamodule.size,
         mean=list(datamodule.mean),
         std=list(datamodule.std),

@@ -1,4 +1,7 @@
-"""Lightning callbacks of this project: epoch history (resumable), TensorBoard figures and sample grids."""
+"""Lightning callbacks of this project: epoch history (resumable), TensorBoard figures and sample grids.
+
+The figure callbacks import their drawing code (tumorcls.evaluation.plots, torchvision's grid) when they first
+draw, and only with a TensorBoard logger to draw for: a run without one loads no figure code until its artifacts."""
 
 from __future__ import annotations
 
@@ -8,10 +11,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from torchvision.utils import make_grid
 
 from tumorcls.data.transforms import denormalize
-from tumorcls.evaluation.plots import confusion_matrix_figure
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class ConfusionMatrixLogger(L.Callback):
         confmat = getattr(pl_module, "last_confmat", {}).get("val")
         if writer is None or confmat is None or trainer.sanity_checking:
             return
+        from tumorcls.evaluation.plots import confusion_matrix_figure  # matplotlib's drawing: only when used
+
         fig = confusion_matrix_figure(confmat.numpy(), pl_module.class_names, f"val, epoch {trainer.current_epoch + 1}")
         writer.add_figure("val/confusion_matrix", fig, global_step=trainer.global_step)
 
@@ -90,6 +93,8 @@ class AugmentedSampleGrid(L.Callback):
             images += [torch.zeros_like(images[0])] * (self.per_class - len(images))
             rows.extend(images)
         if rows:
+            from torchvision.utils import make_grid
+
             grid = make_grid(torch.stack(rows), nrow=self.per_class, padding=2)
             writer.add_image("train/augmented_samples", grid, global_step=0)
             writer.add_text("train/augmented_samples_rows", " | ".join(datamodule.class_names), global_step=0)
