@@ -73,4 +73,9 @@ def test_a_few_training_batches_on_real_data(official: TumorDataModule, real_wei
     trainer.fit(model, datamodule=official)
     assert np.isfinite(float(trainer.callback_metrics["train/loss"]))
     results = trainer.test(model, datamodule=official, verbose=False)[0]
-    assert 0.0 <= results["test/acc"] <= 1.0 and model.last_confmat["test"].sum() == 32
+    confmat = np.asarray(model.last_confmat["test"])
+    n = 2 * official.eval_batch_size  # limit_test_batches=2: the first n images of the Testing folder, by class
+    assert confmat.sum() == n
+    first_test = official.decoded.labels[official.split == "test"][:n]
+    assert confmat.sum(axis=1).tolist() == np.bincount(first_test, minlength=4).tolist()
+    assert results["test/acc"] == pytest.approx(np.trace(confmat) / n)  # the accuracy of the predictions counted

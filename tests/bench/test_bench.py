@@ -111,6 +111,7 @@ def _env_without_wait_policy(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+@pytest.mark.slow  # benchmark subprocesses
 def test_bench_runs_from_an_installed_package_without_conf_and_sleeps_idle_openmp_threads(tmp_path: Path) -> None:
     """The package alone (as pip installs it: no conf/ beside it), run as ``python -m tumorcls.bench``."""
     shutil.copytree(REPO / "tumorcls", tmp_path / "site" / "tumorcls", ignore=shutil.ignore_patterns("__pycache__"))
@@ -177,16 +178,19 @@ def _watched_policy(module: str, mode: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow  # fresh interpreters importing the benchmarks
 @pytest.mark.parametrize("module", ["tumorcls.bench.train_eval", "tumorcls.bench.peer", "tumorcls.bench.export"])
 def test_importing_a_benchmark_leaves_the_openmp_wait_policy_alone(module: str) -> None:
     assert "POLICY [None] None" in _watched_policy(module, "import")
 
 
+@pytest.mark.slow  # benchmark subprocesses
 @pytest.mark.parametrize("module", ["tumorcls.bench", "tumorcls.bench.train_eval", "tumorcls.bench.peer"])
 def test_running_a_benchmark_sets_the_openmp_wait_policy_before_torch_loads(module: str) -> None:
     assert "POLICY ['PASSIVE'] PASSIVE" in _watched_policy(module, "run")
 
 
+@pytest.mark.slow  # a benchmark subprocess
 def test_a_wait_policy_the_user_chose_is_kept() -> None:
     proc = subprocess.run(
         [sys.executable, "-c", _WATCH_TORCH_IMPORT, "tumorcls.bench.peer", "run"],

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.predictions import accuracy_of
 from tests.helpers.train_runs import small_run_args, train
 from tumorcls.bench.inputs import default_train_augmentations
 from tumorcls.data.batch_augment import AugmentationError, BatchAugment, affine_matrices, unsupported_augmentations
@@ -170,4 +171,4 @@ def test_a_fit_with_device_augmentation_trains_and_writes_its_artifacts(syntheti
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     for name in ("best.ckpt", "last.ckpt"):
         assert (run_dir / "checkpoints" / name).is_file()
-    assert (run_dir / "predictions.csv").is_file() and 0.0 <= metrics["acc"] <= 1.0
+    assert metrics["acc"] == pytest.approx(accuracy_of(run_dir / "predictions.csv"))  # the predictions' own figure

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.head_images import PREPROCESS, head_files, preprocessed_checkpoint
+from tests.helpers.predictions import accuracy_of, ece_of
 from tests.helpers.synthetic import make_dataset
 from tests.helpers.tiny_model import tiny_checkpoint
 from tumorcls.cli.main import main
@@ -45,7 +46,9 @@ def test_evaluate_kaggle_split_writes_every_artifact(ckpt: Path, kaggle_root: Pa
     assert [row and sum(row) for row in metrics["confusion_matrix"]] == [5, 5, 5, 5]
     assert metrics["acc"] >= 0.9 and set(metrics["per_class"]) == set(CLASS_NAMES)
     cal = metrics["calibration"]
-    assert cal["temperature"] == 1.0 and 0.0 <= cal["ece"] <= 1.0 and cal["bins"] == 15
+    assert cal["temperature"] == 1.0 and cal["bins"] == 15
+    assert cal["ece"] == pytest.approx(ece_of(out / "predictions.csv", bins=15), abs=1e-4)  # the rows' own ECE
+    assert metrics["acc"] == pytest.approx(accuracy_of(out / "predictions.csv"))
     assert "ece_uncalibrated" not in cal  # T = 1: nothing to compare
     assert metrics["data"] == str(kaggle_root / "Testing") and metrics["failed_files"] == []
     assert f"{metrics['acc']:.4f}" in (out / "classification_report.txt").read_text()
@@ -93,6 +96,8 @@ def test_temperature_is_used_and_the_uncalibrated_ece_reported(ckpt: Path, kaggl
     assert results["onnx"]["ece_uncalibrated"] == pytest.approx(results["plain"]["ece"], abs=1e-3)
     assert results["onnx"]["ece"] == pytest.approx(results["ckpt"]["ece"], abs=1e-3)
     assert results["ckpt"]["ece"] > results["plain"]["ece"] + 0.05  # softened probabilities, same accuracy
+    # softened, the confidences fall in several bins: the ECE is that of the rows written, recomputed here
+    assert results["ckpt"]["ece"] == pytest.approx(ece_of(tmp_path / "ckpt" / "predictions.csv", bins=15), abs=1e-4)
 
 
 def test_unknown_class_folder_is_one_clear_line(ckpt: Path, kaggle_root: Path, tmp_path: Path, capsys) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -75,4 +76,5 @@ def test_default_output_folder_names_the_ensemble(members: list[Path], tmp_path:
     name = default_out([str(m) for m in members]).name
     assert name.startswith("eval_ensemble2_") and len(name) == len("eval_ensemble2_") + 8
     assert default_out([str(m) for m in members[::-1]]) != default_out([str(m) for m in members])
-    assert default_out([str(m) for m in members]) == default_out([str(m) for m in members])
+    # the same members spelled otherwise (relative to the working folder) are the same ensemble, the same folder
+    assert default_out([os.path.relpath(m) for m in members]) == default_out([str(m) for m in members])

@@ -99,6 +99,7 @@ def test_mismatched_inputs_are_refused(tmp_path: Path) -> None:
         write_artifacts(tmp_path, labels + 1, probs, NAMES)
 
 
+@pytest.mark.slow  # fresh interpreters loading the figure stack
 def test_importing_the_figure_modules_keeps_the_matplotlib_backend() -> None:
     code = (
         "import matplotlib; matplotlib.use('svg');"

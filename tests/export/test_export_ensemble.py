@@ -83,6 +83,7 @@ def test_format_all_of_an_ensemble_is_its_one_onnx_file(members: list[Path], syn
     assert (result.format, result.path) == ("onnx", str(out)) and sorted(tmp_path.iterdir()) == [out]
 
 
+@pytest.mark.slow  # an export.py subprocess
 def test_export_py_takes_the_hydra_list_syntax(members: list[Path], synthetic_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli.onnx"
     ckpt = f"ckpt=[{members[0]},{members[1]}]"
@@ -119,6 +120,7 @@ def test_what_an_ensemble_cannot_export_is_refused_in_one_line(
     assert list(tmp_path.iterdir()) == [] and not (members[0].parent.parent / "export").exists()
 
 
+@pytest.mark.slow  # export.py subprocesses
 @pytest.mark.parametrize(
     ("hparams", "difference"),
     [({"size": 32}, "input size 32, not 64"), ({"crop": "head"}, "crop head, not none")],

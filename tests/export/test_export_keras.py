@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch._dynamo  # noqa: F401 - before TensorFlow: importing it after TensorFlow 2.21 segfaults
 
+pytestmark = pytest.mark.slow  # TensorFlow/Keras conversions and their parity checks
 tf = pytest.importorskip("tensorflow", reason="the Keras export needs the [keras] extra")
 pytest.importorskip("tf_keras", reason="the Keras export needs the [keras] extra")
 

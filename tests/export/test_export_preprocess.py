@@ -100,6 +100,7 @@ def test_a_checkpoint_with_an_unknown_step_is_not_exported(ckpt: Path, tmp_path:
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow  # a Keras conversion and its parity check
 def test_keras_export_records_the_preprocessing_and_warns(
     ckpt: Path, heads: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -72,6 +72,7 @@ def test_arrays_of_any_size_are_prepared_as_files_are(ckpt: Path, images: Path) 
     assert [r.source for r in model.predict(np.stack(arrays))] == [0, 1, 2]  # a 4-D batch: its indices
 
 
+@pytest.mark.slow  # trains a second model
 def test_several_files_are_their_ensemble(ckpt: Path, onnx_model: Path, images: Path, tmp_path: Path) -> None:
     other = train_tiny(tmp_path / "other.ckpt", seed=3, epochs=2, per_class=4)
     ensemble = tumorcls.load(ckpt, other)

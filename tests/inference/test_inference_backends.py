@@ -61,12 +61,17 @@ def test_tta_combines_views_through_the_interface(ckpt: Path, tmp_path: Path) ->
     combination from its probabilities; no caller asks which backend it holds."""
     pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     torch_predictor = load_predictor(ckpt)
+    torch_predictor.temperature = 2.0  # as a calibrated checkpoint: the probabilities include it, raw_probs not
     out = predict_batch(torch_predictor, pixels, tta=True)
     mirror = np.ascontiguousarray(pixels[:, :, ::-1])
     logits = (torch_predictor.predict_logits(pixels) + torch_predictor.predict_logits(mirror)) / 2
-    expected = np.exp(logits - logits.max(1, keepdims=True))
-    np.testing.assert_allclose(out.probs, expected / expected.sum(1, keepdims=True), atol=1e-9)
-    assert out.raw_probs is not None
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    np.testing.assert_allclose(out.probs, softmax(logits / 2.0), atol=1e-9)
+    np.testing.assert_allclose(out.raw_probs, softmax(logits), atol=1e-9)
     onnx_out = predict_batch(load_predictor(onnx_classifier(tmp_path / "m.onnx")), pixels, tta=True)
     assert onnx_out.raw_probs is None and onnx_out.probs.shape == (3, 4)
     empty = predict_batch(torch_predictor, pixels[:0], tta=True)

@@ -207,6 +207,7 @@ def test_cli_refuses_cam_for_onnx_and_a_missing_examples_folder_in_one_line(
     assert capsys.readouterr().err == f"error: --examples '{tmp_path / 'none'}' is not a folder\n"
 
 
+@pytest.mark.slow  # a real server process
 def test_cli_prints_the_url_serves_and_stops_on_ctrl_c_leaving_no_temp_folder(onnx_model: Path, tmp_path: Path) -> None:
     temp = tmp_path / "tmp"
     temp.mkdir()

@@ -32,6 +32,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--host-resolver-rules=MAP rebound.example 127.0.0.1",  # a name an attacker pointed at this machine
 ]
+pytestmark = pytest.mark.slow  # a real browser against a served page
 KEY = "browser-test-key-0123456789"
 WAIT_MS = 60_000
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch._dynamo  # noqa: F401 - before TensorFlow: importing it after TensorFlow 2.21 segfaults
 
+pytestmark = pytest.mark.slow  # builds and runs Keras models
 tf = pytest.importorskip("tensorflow", reason="the Keras model needs the [keras] extra")
 
 import cv2  # noqa: E402

@@ -32,6 +32,7 @@ from tests.serve.server_process import (
     request_head,
 )
 
+pytestmark = pytest.mark.slow  # real server processes
 IDLE_S, READ_S = 1, 6  # --idle-timeout, --read-timeout of the module's server
 MAX_PIXELS = 2_500_000
 DECODE_MB = 100

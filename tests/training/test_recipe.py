@@ -16,9 +16,10 @@ from hydra.utils import instantiate
 from tests.helpers.paths import REPO
 from tests.helpers.train_runs import small_run_args, train
 from tests.helpers.trainers import quiet_trainer
+from tumorcls.config.rules import ConfigError
 from tumorcls.data.datamodule import TumorDataModule
 from tumorcls.data.splits import make_splits
-from tumorcls.errors import DatasetError, TumorclsError
+from tumorcls.errors import TumorclsError
 from tumorcls.evaluation.aggregate import aggregate, find_metrics
 from tumorcls.models.checkpoint import load_checkpoint
 from tumorcls.models.lit_module import TumorClassifier
@@ -41,9 +42,9 @@ def test_kfold_puts_every_item_in_exactly_one_test_fold_and_keeps_groups_whole()
 
 
 def test_kfold_needs_the_grouped_protocol_and_a_valid_fold(synthetic_root: Path) -> None:
-    with pytest.raises(DatasetError, match="needs data.protocol=grouped"):
+    with pytest.raises(ConfigError, match="needs data.protocol=grouped"):
         TumorDataModule(synthetic_root, protocol="official", num_folds=5)
-    with pytest.raises(DatasetError, match="data.fold=5 of data.num_folds=5"):
+    with pytest.raises(ConfigError, match=r"data.fold must be an integer in \[0, 4\] \(data.num_folds=5\), got 5"):
         TumorDataModule(synthetic_root, protocol="grouped", num_folds=5, fold=5)
 
 
@@ -73,7 +74,7 @@ def test_discriminative_learning_rates_scale_the_backbone_group() -> None:
     assert [g["lr"] for g in groups] == pytest.approx([1e-4, 1e-3])
     n_backbone = len(list(model.net.backbone.parameters()))
     assert len(groups[0]["params"]) == n_backbone and len(groups[1]["params"]) == 2  # head weight and bias
-    with pytest.raises(ValueError, match="backbone_lr_mult must be in"):
+    with pytest.raises(ValueError, match=r"^config: model.backbone_lr_mult must be a number in \[0, 1\], got 2.0$"):
         TumorClassifier(backbone="test_efficientnet", backbone_lr_mult=2.0)
 
 
@@ -90,18 +91,40 @@ def test_tta_averages_the_logits_of_the_image_and_its_mirror() -> None:
     assert not torch.allclose(model(x), got)
 
 
-def test_ema_callback_composes_and_its_checkpoints_load_safely(synthetic_root: Path, tmp_path: Path) -> None:
+class HeadTrajectory(L.Callback):
+    """The raw head weights after every optimiser step, from which the test computes the EMA itself."""
+
+    def __init__(self) -> None:
+        self.steps: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        self.steps.append(pl_module.net.head.weight.detach().clone())
+
+
+def test_ema_weights_are_the_average_of_the_trajectory_in_the_model_and_its_checkpoint(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=best"], return_hydra_config=False)
     assert cfg.callbacks.ema.decay == 0.998 and cfg.model.tta and cfg.model.scheduler == "cosine"
-    ema = instantiate({**cfg.callbacks.ema, "update_starting_at_step": 0, "decay": 0.5})
+    decay = 0.5
+    ema = instantiate({**cfg.callbacks.ema, "update_starting_at_step": 0, "decay": decay})
+    trajectory = HeadTrajectory()
     model = TumorClassifier(backbone="test_efficientnet")
     ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, filename="last", monitor=None)
-    trainer = _fit(model, synthetic_root, epochs=2, callbacks=[ema, ckpt_cb])
-    assert trainer.global_step > 0
+    trainer = _fit(model, synthetic_root, epochs=2, callbacks=[trajectory, ema, ckpt_cb])
+    assert trainer.global_step == len(trajectory.steps) >= 4
+    expected = trajectory.steps[0]  # the first update copies the weights, then ema = d * ema + (1 - d) * w
+    for weights in trajectory.steps[1:]:
+        expected = decay * expected + (1 - decay) * weights
+    raw = trajectory.steps[-1]
+    assert (expected - raw).abs().max() > 1e-4  # the average is not the last weights: the checks below can tell
+    live = model.net.head.weight.detach()  # after fit, the callback has copied the averaged weights in
+    torch.testing.assert_close(live, expected, rtol=0, atol=1e-6)
     restored, _ = load_checkpoint(tmp_path / "last.ckpt")  # weights_only=True under the hood
-    live = model.net.state_dict()  # after fit, the callback has swapped the averaged weights in
-    torch.testing.assert_close(restored.net.state_dict()["head.weight"], live["head.weight"])
+    torch.testing.assert_close(restored.net.head.weight.detach(), expected, rtol=0, atol=1e-6)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)  # the raw weights are kept for resuming
+    torch.testing.assert_close(saved["current_model_state"]["net.head.weight"], raw, rtol=0, atol=1e-6)
 
 
 def _metrics_file(folder: Path, acc: float, f1: float) -> None:

@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tests.helpers.paths import CONF, REPO
+from tests.helpers.predictions import accuracy_of, prediction_rows
 from tests.helpers.train_runs import small_run_args
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the slurm extra (hydra-submitit-launcher)")
@@ -56,7 +57,9 @@ def test_two_trials_run_as_subprocesses_each_in_its_own_run_folder(synthetic_roo
     metrics = {job: json.loads((sweep / job / "metrics.json").read_text()) for job in ("0", "1")}
     assert [metrics[job]["seed"] for job in ("0", "1")] == [1, 2]
     for job, found in metrics.items():
-        assert found["n"] > 0 and 0.0 <= found["acc"] <= 1.0
+        predictions = sweep / job / "predictions.csv"
+        assert found["n"] == len(prediction_rows(predictions)) == 16  # the synthetic Testing split
+        assert found["acc"] == pytest.approx(accuracy_of(predictions))  # the figure is the job's predictions'
         assert (sweep / job / "checkpoints" / "best.ckpt").is_file()
     # submitit's local executor names each job by the process id it ran in: two processes, neither this one
     jobs = sorted(p.name for p in (sweep / ".submitit").iterdir() if p.name.isdigit())

@@ -1,6 +1,10 @@
 """train.py refuses bad inputs early and in one line (exit 2): a run folder in use, config values out of range,
 errors inside Hydra's instantiate, bad resume checkpoints, a missing dataset (downloaded when it is the default
-one), an unreachable model hub."""
+one), an unreachable model hub.
+
+Each check is started as a real train.py once, in tests/test_bad_input_catalogue.py (a bad config value, an unknown
+backbone, a missing dataset, a bad resume checkpoint); here the same checks run in-process, one message each, and
+train.py is started only for what needs its own process (the run-folder lock, the hub's environment)."""
 
 from __future__ import annotations
 
@@ -17,14 +21,16 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from tests.helpers.paths import REPO
+from tests.helpers.refusals import assert_script_refused
 from tests.helpers.train_runs import small_run_args
 from tumorcls.data import download
 from tumorcls.data.download import DEFAULT_DATA_ROOT, ensure_dataset
-from tumorcls.errors import CheckpointError, DatasetError
+from tumorcls.errors import CheckpointError, DatasetError, TumorclsError
 from tumorcls.run_layout import RunLayout
 from tumorcls.training.build import build_callbacks
 from tumorcls.training.config_checks import ConfigError, check_config
 from tumorcls.training.resume import checked_resume_path
+from tumorcls.training.run import run
 from tumorcls.training.run_lock import RunFolderBusyError, run_folder_lock
 
 
@@ -32,15 +38,6 @@ def train_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.
     return subprocess.run(
         [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300, env=env
     )
-
-
-def assert_one_line_refusal(proc: subprocess.CompletedProcess, expected: str) -> str:
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 2, out[-3000:]
-    assert "Traceback" not in out and "Error in call to target" not in out, out[-3000:]
-    errors = [line for line in out.splitlines() if "[ERROR]" in line]
-    assert len(errors) == 1 and expected in errors[0], out[-3000:]
-    return errors[0]
 
 
 def _compose(overrides: list[str]):
@@ -56,7 +53,7 @@ def test_a_second_job_on_a_run_folder_in_use_is_refused(synthetic_root: Path, tm
     run_dir = tmp_path / "run"
     with run_folder_lock(RunLayout(run_dir)):
         proc = train_cli([*small_run_args(synthetic_root), "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"])
-    line = assert_one_line_refusal(proc, f"run folder '{run_dir}' is in use by another train.py job")
+    line = assert_script_refused(proc, f"run folder '{run_dir}' is in use by another train.py job")
     assert f"pid {os.getpid()}" in line
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.json").exists()
 
@@ -103,7 +100,6 @@ def test_the_extra_processes_of_a_distributed_run_do_not_take_the_lock(
 # b. config values checked first
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
@@ -112,19 +108,8 @@ def test_the_extra_processes_of_a_distributed_run_do_not_take_the_lock(
         ("model.lr=-0.001", "config: model.lr must be a number > 0, got -0.001"),
         ("data.size=7", "config: data.size must be an integer in [32, 2048], got 7"),
         ("trainer.max_epochs=0", "config: trainer.max_epochs must be an integer >= 1, got 0"),
-    ],
-)
-def test_bad_config_values_stop_train_py_in_one_line(
-    override: str, expected: str, synthetic_root: Path, tmp_path: Path
-) -> None:
-    proc = train_cli([*small_run_args(synthetic_root), override, f"hydra.run.dir={tmp_path / 'run'}"])
-    assert_one_line_refusal(proc, expected)
-    assert not (tmp_path / "run" / "splits.csv").exists()  # refused before the data was touched
-
-
-@pytest.mark.parametrize(
-    ("override", "expected"),
-    [
+        ("data.crop=brain", "config: data.crop must be one of ['none', 'head'], got 'brain'"),
+        ("data.intensity=zscore", "data.intensity must be one of ['none', 'stretch', 'equalize'], got 'zscore'"),
         ("data.eval_batch_size=-4", "data.eval_batch_size must be null or an integer >= 1"),
         ("data.batch_size=true", "data.batch_size must be an integer >= 1, got True"),
         ("data.val_fraction=1.0", "data.val_fraction must be a number in (0, 1), got 1.0"),
@@ -166,12 +151,6 @@ def test_the_shipped_configs_pass_the_checks() -> None:
 
 
 # c. errors inside hydra.utils.instantiate
-
-
-@pytest.mark.slow
-def test_unknown_backbone_is_one_line_not_a_hydra_wrapper(synthetic_root: Path, tmp_path: Path) -> None:
-    proc = train_cli([*small_run_args(synthetic_root), "model.backbone=no_such_net", f"hydra.run.dir={tmp_path}"])
-    assert_one_line_refusal(proc, "timm has no model named 'no_such_net'")
 
 
 def test_an_unknown_target_or_a_failing_constructor_is_one_config_line(tmp_path: Path) -> None:
@@ -234,13 +213,42 @@ def test_a_checkpoint_of_another_backbone_is_refused(tmp_path: Path) -> None:
         checked_resume_path(str(ckpt), RunLayout(tmp_path), _compose([]).model)
 
 
-@pytest.mark.slow
-def test_train_py_with_a_truncated_checkpoint_is_one_line(
-    bad_checkpoints: dict[str, Path], synthetic_root: Path, tmp_path: Path
+# the order of the checks in train.py's run(): config, dataset, resume checkpoint, then the model; each is one line
+# before anything is written to the run folder
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "expected"),
+    [
+        (  # an unknown backbone and pretrained weights from an unreachable hub too: the dataset comes first
+            ["data.root={tmp}/nowhere", "model.backbone=no_such_net", "model.pretrained=true"],
+            DatasetError,
+            "dataset not found at '{tmp}/nowhere'",
+        ),
+        (  # a bad checkpoint and an unknown backbone: the checkpoint comes before the model
+            ["ckpt_path={truncated}", "model.backbone=no_such_net"],
+            CheckpointError,
+            "cannot read checkpoint '{truncated}' safely: not a PyTorch checkpoint file",
+        ),
+        (["model.backbone=no_such_net"], TumorclsError, "timm has no model named 'no_such_net'"),
+    ],
+    ids=["missing-dataset", "bad-resume", "unknown-backbone"],
+)
+def test_run_refuses_in_one_line_in_the_order_of_its_checks(
+    overrides: list[str],
+    error: type[TumorclsError],
+    expected: str,
+    synthetic_root: Path,
+    bad_checkpoints: dict[str, Path],
+    tmp_path: Path,
 ) -> None:
-    path = bad_checkpoints["truncated"]
-    proc = train_cli([*small_run_args(synthetic_root), f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'run'}"])
-    assert_one_line_refusal(proc, f"cannot read checkpoint '{path}' safely: not a PyTorch checkpoint file")
+    names = {"tmp": tmp_path, "truncated": bad_checkpoints["truncated"]}
+    args = [*small_run_args(synthetic_root), *(o.format(**names) for o in overrides)]
+    run_dir = tmp_path / "run"
+    with pytest.raises(error) as info:
+        run(_compose([*args, f"paths.output_dir={run_dir}"]), run_dir)
+    assert str(info.value).startswith(expected.format(**names)) and "\n" not in str(info.value)
+    assert not (run_dir / "splits.csv").exists() and not (run_dir / "checkpoints").exists()
 
 
 # e. first run: the dataset before anything expensive, its download, an unreachable hub
@@ -254,18 +262,10 @@ def offline_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_missing_dataset_is_found_before_the_model_is_built(tmp_path: Path) -> None:
-    args = [*small_run_args(tmp_path / "nowhere"), "model.backbone=resnet18", "model.pretrained=true"]
-    proc = train_cli([*args, f"hydra.run.dir={tmp_path / 'run'}"], env=offline_env(tmp_path))
-    assert_one_line_refusal(proc, f"dataset not found at '{tmp_path / 'nowhere'}'")
-    assert "Retrying" not in proc.stdout + proc.stderr  # no hub request was made
-
-
-@pytest.mark.slow
 def test_an_unreachable_hub_fails_at_once_in_one_line(synthetic_root: Path, tmp_path: Path) -> None:
     args = [*small_run_args(synthetic_root), "model.backbone=resnet18", "model.pretrained=true"]
     proc = train_cli([*args, f"hydra.run.dir={tmp_path / 'run'}"], env=offline_env(tmp_path))
-    assert_one_line_refusal(proc, "could not download pretrained weights for 'resnet18' from the model hub")
+    assert_script_refused(proc, "could not download pretrained weights for 'resnet18' from the model hub")
     assert "Retrying" not in proc.stdout + proc.stderr
     assert "cannot be reached: pretrained weights come from the local cache only" in proc.stdout + proc.stderr
 

@@ -27,6 +27,7 @@ def test_importing_tumorcls_leaves_sys_modules_alone() -> None:
     assert proc.stdout.splitlines() == ["[]", "4 0.1.0 ['CLASS_NAMES', 'NUM_CLASSES', '__version__', 'load']"]
 
 
+@pytest.mark.slow  # a fresh interpreter logging a training run
 def test_tensorboard_logging_of_a_training_run_does_not_import_tensorflow(tmp_path) -> None:  # noqa: ANN001
     code = f"""
 import sys
