@@ -58,7 +58,8 @@ def test_predict_gives_the_network_on_the_prepared_image(ckpt: Path, files: list
     for row, path in zip(doc["predictions"], files):
         assert row["path"] == str(path)
         got = np.array([row["probabilities"][name] for name in CLASS_NAMES])
-        np.testing.assert_allclose(got, _network_on(predictor, path, MODEL_OPTIONS), atol=1e-6)
+        # predict ran the files as one batch, the reference one at a time: float32 rounding differs by ~1e-6
+        np.testing.assert_allclose(got, _network_on(predictor, path, MODEL_OPTIONS), atol=1e-5)
         gaps.append(np.abs(got - _network_on(predictor, path, DecodeOptions(size=SIZE))).max())
     assert max(gaps) > 1e-2  # the raw resize would have given other answers: the preprocessing was applied
 
