@@ -291,6 +291,16 @@ MISSPELT_ON_THE_COMMAND_LINE = [
         ["callbacks=early_stopping", "callbacks.early_stopping.patiense=3"],
         "config: unknown key 'callbacks.early_stopping.patiense'; did you mean 'callbacks.early_stopping.patience'?",
     ),
+    (  # a parameter of the Trainer that no shipped YAML sets: Hydra wants a plus
+        ["trainer.limit_train_batches=5"],
+        "config: no config in conf/ sets 'trainer.limit_train_batches'; add it with a plus: "
+        "'+trainer.limit_train_batches=...'",
+    ),
+    (
+        ["callbacks=ema", "callbacks.ema.update_every_n_steps=2"],
+        "config: no config in conf/ sets 'callbacks.ema.update_every_n_steps'; add it with a plus: "
+        "'+callbacks.ema.update_every_n_steps=...'",
+    ),
     (
         ["+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping", "+callbacks.stop.monitr=x"],
         "config: unknown key 'callbacks.stop.monitr'; did you mean 'callbacks.stop.monitor'?",
@@ -306,7 +316,8 @@ def test_a_misspelt_command_line_key_is_found_before_hydra_composes(overrides: l
 
 
 def test_valid_command_lines_pass_and_hydra_keys_are_hydras() -> None:
-    fine = ["data.size=64", "+trainer.enable_progress_bar=false", "trainer.strategy=ddp", "callbacks.ema.decay=0.9"]
+    fine = ["data.size=64", "+trainer.enable_progress_bar=false", "+trainer.limit_train_batches=5"]
+    fine += ["trainer.strategy=ddp", "callbacks.ema.decay=0.9"]
     fine += ["~callbacks.progress_bar", "experiment=null", "hydra.run.dir=x", "hydra/launcher=slurm", "seed=1,2"]
     fine += ["model.lr=interval(1e-4,1e-3)", "data.train_augmentations.0.p=0.2", "+callbacks.new._target_=x.Y"]
     assert bad_override(fine, "train", CONF) is None

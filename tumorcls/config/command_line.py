@@ -101,7 +101,16 @@ def _named_problem(rest: list[str], where: str, adds: bool, shipped: Shipped, gi
         return str(unknown_key(name, shipped.keys.get(where, set())))
     if len(rest) == 1 or rest[1] in HYDRA_KEYS or rest[1] in shipped.keys.get(name, set()):
         return None
-    return _target_key_problem(given.get(name) or shipped.targets.get(name), rest[1], name, ())
+    target = given.get(name) or shipped.targets.get(name)
+    return _target_key_problem(target, rest[1], name, ()) or _needs_plus(f"{name}.{rest[1]}", adds)
+
+
+def _needs_plus(key: str, adds: bool) -> str | None:
+    """A parameter no shipped config sets must be added (``+trainer.limit_train_batches=5``): Hydra's rule,
+    said in one line instead of its multi-line "Could not override" report."""
+    if adds:
+        return None
+    return f"config: no config in conf/ sets '{key}'; add it with a plus: '+{key}=...'"
 
 
 def _key_problem(schema: type, parts: list[str], prefix: str, adds: bool, context: tuple[Shipped, dict]) -> str | None:
@@ -116,7 +125,7 @@ def _key_problem(schema: type, parts: list[str], prefix: str, adds: bool, contex
         if head in shipped.keys.get(prefix, set()) or head in getattr(schema, "RESERVED", {}):
             return None
         target = given.get(prefix) or shipped.targets.get(prefix) or known["_target_"].default
-        return _target_key_problem(target, head, prefix, list(known))
+        return _target_key_problem(target, head, prefix, list(known)) or _needs_plus(where, adds)
     if not rest:
         return None
     if "section" in known[head].metadata:
