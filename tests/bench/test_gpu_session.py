@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.paths import REPO
+from tests.helpers.predictions import accuracy_of
 from tumorcls.bench import gpu_session
 
 # (action, mean s, calls, total s), as SimpleProfiler lays them out: "|  name\t|  mean\t|  calls\t|  total\t|  %\t|"
@@ -54,7 +55,7 @@ def test_the_smoke_session_runs_every_step_on_cpu(tmp_path: Path) -> None:
     for run in (before, after, lever, variant):  # the whole command phase by phase, through the probe
         p = run["phases"]
         assert p["whole"] > p["fit"] > 0 and p["startup"] > 0 and p["artifacts"] > 0
-        assert run["acc"] == pytest.approx(accuracy_of(run["command"]), abs=1e-6)  # the run's own test figure
+        assert run["acc"] == pytest.approx(accuracy_of(run_dir_of(run["command"]) / "predictions.csv"), abs=1e-6)
         assert abs(p["whole"] - run["wall_seconds"]) < 0.05 and p["fit"] == run["fit_seconds"]
     assert after["cache"] == "written" and lever["cache"] == "hit"  # this checkout's runs share one decode cache
     assert "default/seed2" in result["after"] and "seed2" in result["before"]
@@ -78,11 +79,8 @@ def test_the_smoke_session_runs_every_step_on_cpu(tmp_path: Path) -> None:
     assert "===== exit 0" in (out / "log.txt").read_text()
 
 
-def accuracy_of(command: str) -> float:
-    """The test accuracy of the run a command wrote, recomputed from its confusion matrix."""
-    run_dir = Path(next(a for a in command.split() if a.startswith("hydra.run.dir=")).split("=", 1)[1])
-    matrix = json.loads((run_dir / "metrics.json").read_text())["confusion_matrix"]
-    return sum(matrix[i][i] for i in range(len(matrix))) / sum(map(sum, matrix))
+def run_dir_of(command: str) -> Path:
+    return Path(next(a for a in command.split() if a.startswith("hydra.run.dir=")).split("=", 1)[1])
 
 
 def run(fit: float, acc: float = 0.8) -> dict:
