@@ -30,11 +30,14 @@ def main(cfg: DictConfig) -> float | None:
     Hydra sweepers (Optuna) can minimise/maximise the number of the model they would pick."""
     from hydra.core.hydra_config import HydraConfig
 
-    from tumorcls.training.run import run  # torch and Lightning: only when a job runs
+    from tumorcls.training.preflight import preflight
 
-    if gc.get_freeze_count() == 0:  # once (the first job of a sweep): the imported modules' objects live as long as
-        gc.freeze()  # the process, so no collection needs to walk them again; a later job's garbage is never frozen
     try:
+        preflight(cfg)  # a bad value or a missing dataset: one line before torch and Lightning load
+        from tumorcls.training.run import run  # torch and Lightning: only when a job runs
+
+        if gc.get_freeze_count() == 0:  # once (a sweep's first job): the imported modules' objects live as long as
+            gc.freeze()  # the process, so no collection needs to walk them again; a later job's garbage is never frozen
         results = run(cfg, HydraConfig.get().runtime.output_dir)
     except TumorclsError as exc:
         log.error("%s", exc)

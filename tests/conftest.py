@@ -26,6 +26,14 @@ REAL_WEIGHTS = Path(
 )
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook (the dev extra); without xdist there is no -n
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``pytest -n auto``: a worker per core this process may use, at most 4 (a worker may run a training or a
+    server process beside itself, about 3 GB together)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that reads the real dataset (it decodes thousands of images) is slow: out of the fast lane."""
     for item in items:

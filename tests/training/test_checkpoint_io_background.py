@@ -4,6 +4,7 @@ line naming the checkpoint; and what Lightning's AsyncCheckpointIO, tried in its
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import pickle
 import re
@@ -334,7 +335,8 @@ def test_lightning_async_removal_does_not_wait_so_a_removed_checkpoint_comes_bac
 
 def test_lightning_async_raises_one_failure_again_and_again(tmp_path: Path) -> None:
     io = _lightning_async()
-    io.save_checkpoint({"n": torch.tensor(1)}, _unwritable(tmp_path))
+    with contextlib.suppress(OutputError):  # raised here already if its thread fails before submit returns
+        io.save_checkpoint({"n": torch.tensor(1)}, _unwritable(tmp_path))
     io._executor.shutdown(wait=True)  # the failed write is done
     io._executor = None
     for _ in range(2):

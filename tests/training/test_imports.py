@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.paths import REPO
+from tests.helpers.refusals import TRACEBACK, assert_refused
 from tests.helpers.train_runs import small_run_args, train
 
 FRAMEWORKS = ("torch", "lightning", "numpy", "matplotlib", "tensorboard", "tensorflow", "timm", "albumentations")
@@ -50,6 +51,27 @@ def test_help_and_cfg_answer_without_torch_or_lightning(args: list[str]) -> None
     assert "hydra" in roots(names)  # the probe sees imports
     assert roots(names) & set(FRAMEWORKS) == set()
     assert ("train is powered by Hydra." if args == ["--help"] else "task_name: train") in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("bad", "needle"),
+    [
+        ("data.interpolation=foo", "config: data.interpolation must be one of"),
+        ("model.lr=-1", "config: model.lr must be a number > 0, got -1"),
+        ("data.root=MISSING", "dataset not found at"),
+    ],
+)
+def test_a_bad_value_or_a_missing_dataset_is_refused_before_torch_loads(
+    bad: str, needle: str, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """tumorcls.training.preflight: the refusal comes before torch, Lightning, timm and albumentations load."""
+    root = tmp_path / "missing" if "MISSING" in bad else synthetic_root
+    args = [f"data.root={root}", bad.replace("MISSING", str(root)), f"hydra.run.dir={tmp_path / 'run'}"]
+    proc, names = imported_by(args)
+    assert TRACEBACK not in proc.stderr, proc.stderr[-2000:]
+    assert_refused(proc.returncode, proc.stdout, needle)  # Hydra's job log: the one [ERROR] line, on stdout
+    assert "hydra" in roots(names) and roots(names) & {"torch", "lightning", "timm", "albumentations"} == set()
 
 
 def modules_of_run(root: Path, run_dir: Path, extra: list[str]) -> dict[str, set[str]]:

@@ -387,9 +387,17 @@ def run_gpu_tests(session: Session) -> None:
         return
     cmd = [sys.executable, "-m", "pytest", *GPU_TESTS, "-q", "-p", "no:cacheprovider", "-k", "gpu"]
     result = run_command(cmd, Path(session.args.repo), session.timeout(), session.out / "log.txt")
-    lines = [ln for ln in result["tail"].splitlines() if ln.strip()]
-    session.result["gpu_tests"] = {"returncode": result["returncode"], "summary": lines[-1] if lines else ""}
+    session.result["gpu_tests"] = {"returncode": result["returncode"], "summary": pytest_summary(result["tail"])}
     session.save()
+
+
+PYTEST_SUMMARY = re.compile(r"\b\d+ (passed|failed|skipped|deselected|errors?)\b|no tests ran")
+
+
+def pytest_summary(output: str) -> str:
+    """pytest's last summary line (``3 passed, 2 skipped in 4.1s``), not whatever a plugin printed after it."""
+    lines = [ln.strip(" =") for ln in output.splitlines() if PYTEST_SUMMARY.search(ln)]
+    return lines[-1] if lines else ""
 
 
 def fastest_lever(result: dict[str, Any]) -> str | None:

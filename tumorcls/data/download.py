@@ -59,21 +59,30 @@ def download_dataset(root: Path, handle: str = KAGGLE_DATASET) -> Path:
     return root
 
 
-def ensure_dataset(root: str | Path, download: Any = "auto") -> Path:
-    """``root`` if it holds the dataset's folders; else download it when ``download`` allows (``auto``: only
-    for the default root; ``true``: any root; ``false``: never); else DatasetError in one line."""
+def needs_download(root: str | Path, download: Any = "auto") -> bool:
+    """True when ``root`` is missing and ``download`` allows fetching it (``auto``: only the default root;
+    ``true``: any root; ``false``: never); False when it holds the dataset's folders; else DatasetError in one
+    line. It looks at folders only, so train.py asks it before torch loads."""
     root = Path(root).expanduser()
     if download not in DOWNLOAD_MODES:
         raise DatasetError(f"data.download must be auto, true or false, got {download!r}")
     if not root.exists():
-        allowed = download is True or (download == "auto" and root.resolve() == DEFAULT_DATA_ROOT.resolve())
-        if not allowed:
-            raise DatasetError(missing_root_message(root))
-        root.parent.mkdir(parents=True, exist_ok=True)
-        return download_dataset(root)
+        if download is True or (download == "auto" and root.resolve() == DEFAULT_DATA_ROOT.resolve()):
+            return True
+        raise DatasetError(missing_root_message(root))
     if not root.is_dir():
         raise DatasetError(missing_root_message(root))
     for source in SOURCE_SPLITS:
         if not (root / source).is_dir():
             raise DatasetError(f"'{root / source}' is missing: expected {root}/{{{','.join(SOURCE_SPLITS)}}}/<class>/*")
+    return False
+
+
+def ensure_dataset(root: str | Path, download: Any = "auto") -> Path:
+    """``root`` if it holds the dataset's folders; else downloaded there when ``download`` allows (see
+    :func:`needs_download`); else DatasetError in one line."""
+    root = Path(root).expanduser()
+    if needs_download(root, download):
+        root.parent.mkdir(parents=True, exist_ok=True)
+        return download_dataset(root)
     return root
