@@ -59,7 +59,8 @@ def test_two_rounds_alternate_the_checkouts_and_the_second_run_maps_the_cache(
 ) -> None:
     out = tmp_path / "bench"
     argv = ["--before", str(REPO), "--rounds", "2", "--out", str(out), "--data", str(synthetic_root)]
-    assert main_job.main([*argv, "--no-importtime", "callbacks=plain", "+trainer.enable_progress_bar=false"]) == 0
+    tiny = ["callbacks=plain", "+trainer.enable_progress_bar=false", "trainer.max_epochs=1"]
+    assert main_job.main([*argv, "--no-importtime", *tiny]) == 0
     result = json.loads((out / "main_job.json").read_text())
     runs = result["runs"]
     assert [(r["code"], r["round"]) for r in runs] == [("before", 1), ("after", 1), ("after", 2), ("before", 2)]
