@@ -14,6 +14,7 @@ from tumorcls.config.check import plain_values
 from tumorcls.config.command_line import refuse_bad_overrides
 from tumorcls.config.export import check_export_config
 from tumorcls.errors import TumorclsError
+from tumorcls.export.targets import checkpoint_paths, export_targets
 from tumorcls.update_checks import skip_update_checks
 
 skip_update_checks()  # before the exporters import albumentations (why: tumorcls.update_checks)
@@ -26,11 +27,13 @@ EXPORT_OPTIONS += ("n_calibrate", "int8_min_agreement", "n_int8_check")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    from tumorcls.export.run import export_checkpoint
-
     try:
         options = plain_values(cfg)
         check_export_config(options)  # every key and value, before a checkpoint is read
+        # the files it would write: one line before the export stack loads (export_checkpoint checks them again)
+        export_targets(checkpoint_paths(options["ckpt"]), options["format"], options["out"], options["overwrite"])
+        from tumorcls.export.run import export_checkpoint
+
         results = export_checkpoint(
             options["ckpt"],
             fmt=options["format"],

@@ -22,6 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers.import_time import split_report, top_level
 from tests.helpers.paths import REPO
 from tests.helpers.refusals import assert_files_failed, assert_refused, assert_script_refused
 from tests.helpers.tiny_model import tiny_checkpoint
@@ -42,11 +43,13 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, err
 
 
-def run_script(script: str, *overrides: str, cwd: Path = REPO, timeout: int = 240) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, *overrides: str, cwd: Path = REPO, timeout: int = 240, flags: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     env.pop("TUMORCLS_WEIGHTS", None)
     return subprocess.run(
-        [sys.executable, str(REPO / script), *overrides],
+        [sys.executable, *flags, str(REPO / script), *overrides],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -298,22 +301,31 @@ def test_evaluate_out_refuses_an_existing_file(ckpt, synthetic_root, tmp_path, c
     assert existing.read_text() == "keep"
 
 
+def export_refusal(*overrides: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """export.py's refusal, and the top-level modules its process imported."""
+    proc, modules = split_report(run_script("export.py", *overrides, flags=("-X", "importtime")))
+    return proc, top_level(modules)
+
+
 @pytest.mark.slow
 def test_export_refuses_to_overwrite_without_overwrite(ckpt, tmp_path):
     out = tmp_path / "exists.onnx"
     out.write_bytes(b"precious")
-    proc = run_script("export.py", f"ckpt={ckpt}", "format=onnx", f"out={out}")
+    proc, modules = export_refusal(f"ckpt={ckpt}", "format=onnx", f"out={out}")
     assert_script_refused(proc, "exists.onnx")
     assert out.read_bytes() == b"precious"
+    assert "hydra" in modules and modules & {"torch", "onnx", "onnxruntime", "tensorflow"} == set()  # refused first
 
 
 @pytest.mark.slow
-def test_export_never_writes_over_its_checkpoint(ckpt, tmp_path):
-    copy = tmp_path / "model.ckpt"
+@pytest.mark.parametrize("name", ["model.ckpt", "model.onnx"])
+def test_export_never_writes_over_its_checkpoint(ckpt, tmp_path, name):
+    copy = tmp_path / name  # a checkpoint named like an export is still the checkpoint
     copy.write_bytes(ckpt.read_bytes())
     before = digest(copy)
-    proc = run_script("export.py", f"ckpt={copy}", "format=onnx", f"out={copy}", "overwrite=true")
-    assert_script_refused(proc, "model.ckpt")
+    proc, modules = export_refusal(f"ckpt={copy}", "format=onnx", f"out={copy}", "overwrite=true")
+    message = assert_script_refused(proc, name)
+    assert ("must end in .onnx" in message) == (name == "model.ckpt") and "torch" not in modules
     assert digest(copy) == before
 
 

@@ -165,7 +165,7 @@ def test_the_choices_and_limits_are_those_the_code_knows() -> None:
     from tumorcls.config import export as export_schema
     from tumorcls.config.model import COMPILE_MODES
     from tumorcls.data import batch_augment, decode, download, transforms
-    from tumorcls.export import int8, spec, to_onnx
+    from tumorcls.export import int8, targets, to_onnx
 
     assert set(data_schema.INTERPOLATIONS) == set(decode._INTERPOLATIONS)  # each one a cv2 flag the decoder has
     assert data_schema.AUGMENT_ON == batch_augment.AUGMENT_ON
@@ -173,7 +173,7 @@ def test_the_choices_and_limits_are_those_the_code_knows() -> None:
     assert DataConfig().max_pixels == decode.DEFAULT_MAX_PIXELS
     assert Path(DataConfig().root) == download.DEFAULT_DATA_ROOT
     assert set(COMPILE_MODES) <= set(torch._inductor.list_mode_options())
-    assert (*spec.FORMATS, "all") == export_schema.FORMATS and export_schema.MIN_OPSET == to_onnx.MIN_OPSET
+    assert (*targets.FORMATS, "all") == export_schema.FORMATS and export_schema.MIN_OPSET == to_onnx.MIN_OPSET
     assert export_schema.MIN_INT8_CHECK_IMAGES == int8.MIN_CHECK_IMAGES
     assert (ExportConfig().n_int8_check, ExportConfig().int8_min_agreement) == (
         int8.DEFAULT_CHECK_IMAGES,

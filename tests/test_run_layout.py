@@ -8,7 +8,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from tests.helpers.paths import REPO
-from tumorcls.export.run import output_paths
+from tumorcls.export.targets import output_paths
 from tumorcls.run_layout import RunLayout
 
 

@@ -41,19 +41,16 @@ def test_the_profile_report_is_summed_into_the_fit_breakdown() -> None:
 @pytest.mark.slow  # train.py subprocesses
 def test_the_smoke_session_runs_every_step_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "session"
-    # no further seeds here: which runs they add is test_the_further_seeds_go_to_the_defaults_the_lever_and_before
-    argv = ["--out", str(out), "--smoke", "--variants", "eval_graphs", "--levers", "step", "--seeds", ""]
+    # no variants or further seeds here: the runs they add are test_the_further_seeds_and_the_variants_go_...
+    argv = ["--out", str(out), "--smoke", "--variants", "", "--levers", "step", "--seeds", ""]
     argv += ["--bench-runs", "bf16_graphs"]  # one bench run: train, eval and predict rates
     assert gpu_session.main([*argv, "--repo", str(REPO), "--before", str(REPO)]) == 0
     result = json.loads((out / "session.json").read_text())
-    before, after, lever, variant = (
-        result[k][n]
-        for k, n in (("before", "seed42"), ("after", "default"), ("after", "step"), ("after", "eval_graphs"))
-    )
-    assert variant["returncode"] == 0 and "model.cuda_graphs_eval=true" in variant["command"]
+    before, after, lever = (result[k][n] for k, n in (("before", "seed42"), ("after", "default"), ("after", "step")))
+    assert set(result["after"]) == {"default", "step"}
     assert lever["returncode"] == 0 and "model.cuda_graphs=step" in lever["command"]
     assert before["returncode"] == 0 and "model.cuda_graphs" not in before["command"]
-    for run in (before, after, lever, variant):  # the whole command phase by phase, through the probe
+    for run in (before, after, lever):  # the whole command phase by phase, through the probe
         p = run["phases"]
         assert p["whole"] > p["fit"] > 0 and p["startup"] > 0 and p["artifacts"] > 0
         assert run["acc"] == pytest.approx(accuracy_of(run_dir_of(run["command"]) / "predictions.csv"), abs=1e-6)
@@ -72,7 +69,7 @@ def test_the_smoke_session_runs_every_step_on_cpu(tmp_path: Path) -> None:
         bench["bf16_graphs"]["train"] > 0 and bench["bf16_graphs"]["eval"] > 0 and bench["bf16_graphs"]["predict"] > 0
     )
     table = (out / "session.md").read_text()
-    assert "| after | eval_graphs |" in table and "| before | seed42 |" in table and "| after | step |" in table
+    assert "| after | default |" in table and "| before | seed42 |" in table and "| after | step |" in table
     assert "| train steps (forward, backward, optimizer) |" in table
     assert "===== exit 0" in (out / "log.txt").read_text()
 
@@ -103,7 +100,7 @@ def test_the_seed_summary_groups_a_configuration_s_seeds() -> None:
     assert row["acc_mean"] == pytest.approx(0.77) and row["acc_sd"] == pytest.approx(0.01414, abs=1e-4)
 
 
-def test_the_further_seeds_go_to_the_defaults_the_fastest_lever_and_the_code_before(
+def test_the_further_seeds_and_the_variants_go_to_the_defaults_the_fastest_lever_and_the_code_before(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args = gpu_session.parse_args(["--out", str(tmp_path), "--before", str(REPO), "--repo", str(REPO)])
@@ -119,10 +116,14 @@ def test_the_further_seeds_go_to_the_defaults_the_fastest_lever_and_the_code_bef
     monkeypatch.setattr(gpu_session, "train_run", fake_train_run)
     gpu_session.run_seeds(session)
     gpu_session.run_before(session, args.seeds)
-    assert [c[1] for c in calls] == ["default-s2", "default-s3", "step-s2", "step-s3", "before-seed2", "before-seed3"]
+    gpu_session.run_variants(session, ["eval_graphs"])
+    names = ["default-s2", "default-s3", "step-s2", "step-s3", "before-seed2", "before-seed3", "eval_graphs"]
+    assert [c[1] for c in calls] == names
+    assert calls[-1][2] == gpu_session.VARIANTS["eval_graphs"] == ["model.cuda_graphs_eval=true"]
     assert calls[2][2] == [*gpu_session.LEVERS["step"], "seed=2"] and calls[0][2] == ["seed=2"]
-    assert all(c[3] is None for c in calls) and calls[-1][0] == Path(REPO)  # unprofiled; before: --before's code
-    assert {"default/seed2", "step/seed3"} <= set(session.result["after"]) and "seed3" in session.result["before"]
+    assert all(c[3] is None for c in calls) and calls[-2][0] == Path(REPO)  # unprofiled; before: --before's code
+    assert {"default/seed2", "step/seed3", "eval_graphs"} <= set(session.result["after"])
+    assert "seed3" in session.result["before"]
     summary = {(r["code"], r["config"]): r["seeds"] for r in gpu_session.seed_summary(session.result)}
     assert summary == {("after", "default"): 3, ("after", "step"): 3, ("before", "default"): 2}
 

@@ -19,6 +19,7 @@ from tumorcls.config.rules import ConfigError
 from tumorcls.errors import ExportError
 from tumorcls.evaluation.loop import precision_of
 from tumorcls.export import run as export_run
+from tumorcls.export import targets as export_targets
 from tumorcls.export.run import export_checkpoint, torch_probabilities
 from tumorcls.export.spec import spec_for
 from tumorcls.export.static_graph import Conv2dSame, PooledSqueezeExcite, StaticSameConv2d, same_padding, static_network
@@ -265,10 +266,10 @@ def test_export_py_prints_the_gate_as_a_json_line(run_dir: Path, data_root: Path
 
 
 def test_format_all_stays_exact_and_int8_is_named(int8: export_run.ExportResult, run_dir: Path) -> None:
-    assert export_run.resolve_formats("all") == ("onnx", "keras")
-    assert export_run.resolve_formats("ONNX_INT8") == ("onnx_int8",)
+    assert export_targets.resolve_formats("all") == ("onnx", "keras")
+    assert export_targets.resolve_formats("ONNX_INT8") == ("onnx_int8",)
     with pytest.raises(ExportError, match=r"must end in \.onnx for format=onnx_int8"):
-        export_run.output_paths(("onnx_int8",), run_dir, run_dir / "m.h5")
+        export_targets.output_paths(("onnx_int8",), run_dir, run_dir / "m.h5")
     pixels = np.zeros((2, 64, 64, 3), dtype=np.uint8)
     assert load_predictor(int8.path).predict_proba(pixels).shape == (2, 4)
 

@@ -52,7 +52,8 @@ def test_sigkill_mid_run_then_resume_completes_every_epoch(bigger_root: Path, tm
     assert not (run_dir / "metrics.json").exists()
     assert torch.load(last, weights_only=True)["epoch"] < 3  # really killed before the end
 
-    train([*args, "ckpt_path=last"])
+    resumed = train([*args, "ckpt_path=last"])
+    assert "Restoring states from the checkpoint path" in resumed.stdout + resumed.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 4
     for name in ("classification_report.txt", "confusion_matrix.png", "curves.png", "checkpoints/best.ckpt"):

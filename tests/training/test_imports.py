@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.import_time import imported_modules, top_level
 from tests.helpers.paths import REPO
 from tests.helpers.refusals import TRACEBACK, assert_refused
 from tests.helpers.train_runs import small_run_args, train
@@ -32,24 +33,15 @@ def imported_by(args: list[str]) -> tuple[subprocess.CompletedProcess, set[str]]
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120
     )
-    names = {
-        line.rsplit("|", 1)[1].strip()
-        for line in proc.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
-    return proc, names
-
-
-def roots(names: set[str]) -> set[str]:
-    return {name.split(".")[0] for name in names}
+    return proc, imported_modules(proc.stderr)
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"]])
 def test_help_and_cfg_answer_without_torch_or_lightning(args: list[str]) -> None:
     proc, names = imported_by(args)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "hydra" in roots(names)  # the probe sees imports
-    assert roots(names) & set(FRAMEWORKS) == set()
+    assert "hydra" in top_level(names)  # the probe sees imports
+    assert top_level(names) & set(FRAMEWORKS) == set()
     assert ("train is powered by Hydra." if args == ["--help"] else "task_name: train") in proc.stdout
 
 
@@ -71,7 +63,7 @@ def test_a_bad_value_or_a_missing_dataset_is_refused_before_torch_loads(
     proc, names = imported_by(args)
     assert TRACEBACK not in proc.stderr, proc.stderr[-2000:]
     assert_refused(proc.returncode, proc.stdout, needle)  # Hydra's job log: the one [ERROR] line, on stdout
-    assert "hydra" in roots(names) and roots(names) & {"torch", "lightning", "timm", "albumentations"} == set()
+    assert "hydra" in top_level(names) and top_level(names) & {"torch", "lightning", "timm", "albumentations"} == set()
 
 
 def modules_of_run(root: Path, run_dir: Path, extra: list[str]) -> dict[str, set[str]]:

@@ -146,43 +146,6 @@ def test_one_computation_feeds_tensorboard_and_metrics_json_within_the_limits(
     assert "(8 images, tta inference, computed in float32)" in proc.stdout + proc.stderr
 
 
-@pytest.mark.slow
-def test_two_job_multirun(synthetic_root: Path, tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    train(
-        [
-            "-m",
-            *small_run_args(synthetic_root),
-            "trainer.max_epochs=1",
-            "model.lr=1e-3,3e-4",
-            f"hydra.sweep.dir={sweep}",
-            "logger=csv",
-        ]
-    )
-    lrs = []
-    for job in ("0", "1"):
-        metrics = json.loads((sweep / job / "metrics.json").read_text())
-        lrs.append(metrics["config"]["model"]["lr"])
-        assert (sweep / job / "csv" / "metrics.csv").is_file()
-    assert sorted(lrs) == [3e-4, 1e-3]
-
-
-@pytest.mark.slow
-def test_resume_from_last_checkpoint_continues_the_run(synthetic_root: Path, tmp_path: Path) -> None:
-    run_dir = tmp_path / "resumable"
-    args = [*small_run_args(synthetic_root), f"hydra.run.dir={run_dir}"]
-    train([*args, "trainer.max_epochs=1", "test=false"])
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "metrics.json").exists()
-    proc = train([*args, "trainer.max_epochs=3", "ckpt_path=last"])
-    assert "Restoring states from the checkpoint path" in proc.stdout + proc.stderr
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs"] == 3
-    # the learning-curve history survived the restart: one row per epoch, 1..3
-    ckpt = __import__("torch").load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    history = next(v for k, v in ckpt["callbacks"].items() if "EpochHistory" in k)["history"]
-    assert [h["epoch"] for h in history] == [0, 1, 2]
-
-
 def test_default_config_follows_the_tutorial_recipe() -> None:
     cfg = compose_train([])
     assert cfg.model.backbone == "tf_efficientnet_b0.aa_in1k" and cfg.model.drop_rate == 0.5

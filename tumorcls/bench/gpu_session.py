@@ -477,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [v for v in variants if v not in VARIANTS] + [b for b in args.bench_runs if b not in BENCH_RUNS]
     unknown += [v for v in args.levers if v not in LEVERS]
     missing = [p for p in (args.repo, args.before) if p and not (Path(p) / "train.py").is_file()]
-    if unknown or not variants or missing:
+    if unknown or missing:
         print(f"error: unknown --variants/--levers/--bench-runs {unknown} or no train.py in {missing}", file=sys.stderr)
         return 2
     out = Path(args.out).resolve()

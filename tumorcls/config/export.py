@@ -20,7 +20,7 @@ from tumorcls.config.rules import (
     optional,
 )
 
-FORMATS = ("onnx", "keras", "onnx_int8", "all")  # tumorcls.export.spec.FORMATS, and all = onnx + keras
+FORMATS = ("onnx", "keras", "onnx_int8", "all")  # tumorcls.export.targets.FORMATS, and all = onnx + keras
 MIN_OPSET = 17  # tumorcls.export.to_onnx.MIN_OPSET
 MIN_INT8_CHECK_IMAGES = 64  # tumorcls.export.int8.MIN_CHECK_IMAGES: fewer and the gate refuses
 

@@ -37,13 +37,8 @@ from tumorcls.export.int8 import (
     gate_summary,
     int8_gate,
 )
-from tumorcls.export.spec import (
-    ALL_FORMATS,
-    SUFFIXES,
-    ensure_writable,
-    load_ensemble_for_export,
-    load_for_export,
-)
+from tumorcls.export.spec import load_ensemble_for_export, load_for_export
+from tumorcls.export.targets import CheckpointArg, checkpoint_paths, export_targets
 from tumorcls.export.to_onnx import ExportModel, export_onnx
 from tumorcls.inference.backends import ModelFileError, OnnxPredictor, Predictor, TorchPredictor
 from tumorcls.inference.backends.ensemble import repeated_member
@@ -55,9 +50,7 @@ from tumorcls.run_layout import RunLayout
 log = logging.getLogger(__name__)
 
 ImageArg = Sequence[str | Path] | str | None  # image files, folders or globs; one, several or none
-CheckpointArg = str | Path | Sequence[str | Path] | None  # one checkpoint, or an ensemble's members
 RootArg = str | Path | None
-DEFAULT_NAMES = {"onnx": "model.onnx", "keras": "model.h5", "onnx_int8": "model.int8.onnx"}
 PARITY_BATCH = 32  # the reference is computed this many images at a time
 
 
@@ -85,28 +78,6 @@ class ExportResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def resolve_formats(fmt: str) -> tuple[str, ...]:
-    """The formats ``fmt`` stands for (checked by the schema: one of spec.FORMATS or all)."""
-    fmt = str(fmt).strip().lower()
-    return ALL_FORMATS if fmt == "all" else (fmt,)
-
-
-def output_paths(formats: Sequence[str], run_dir: Path, out: str | Path | None) -> dict[str, Path]:
-    """Where each format goes: ``out`` is the file for one format, the folder for several;
-    by default ``<run>/export/model.onnx`` and ``<run>/export/model.h5``."""
-    if out is None or str(out) == "":
-        return {f: RunLayout(run_dir).export_dir / DEFAULT_NAMES[f] for f in formats}
-    out = Path(out).expanduser()
-    if len(formats) > 1:
-        if out.suffix.lower() in SUFFIXES.values():
-            raise ExportError(f"out='{out}' names a file, but format=all writes several: give a folder")
-        return {f: out / DEFAULT_NAMES[f] for f in formats}
-    fmt = formats[0]
-    if out.suffix.lower() != SUFFIXES[fmt]:
-        raise ExportError(f"out='{out}' must end in {SUFFIXES[fmt]} for format={fmt}")
-    return {fmt: out}
 
 
 # ---------------------------------------------------------------- the pixels parity is checked on
@@ -437,28 +408,17 @@ class ExportPlan:
 
 
 def checkpoint_list(ckpt: CheckpointArg) -> list[str | Path]:
-    """The checkpoint(s) given, as given: one path, or the members of an ensemble (``ckpt=[a.ckpt,b.ckpt]``)."""
-    items = [ckpt] if isinstance(ckpt, str | Path) else list(ckpt or [])
-    if not items or not all(items):
-        raise ExportError("no checkpoint given: python export.py ckpt=<run>/checkpoints/best.ckpt [format=onnx]")
+    """The checkpoint(s) given, as given, each once: one path, or the members of an ensemble."""
+    items = checkpoint_paths(ckpt)
     repeated = repeated_member(items)
     if repeated:
         raise ExportError(repeated)
     return items
 
 
-def load_models(
-    ckpts: Sequence[str | Path], formats: Sequence[str], out: str | Path | None
-) -> tuple[ExportModel, ExportSpec | EnsembleSpec]:
-    """One checkpoint, or an ensemble's members (ONNX only, to an ``out`` file; they must share the contract)."""
-    if len(ckpts) == 1:
-        return load_for_export(ckpts[0])
-    if tuple(formats) != ("onnx",):  # format=all became ("onnx",) in plan_export
-        shown = formats[0]
-        raise ExportError(f"an ensemble of {len(ckpts)} checkpoints exports to ONNX only: format=onnx, not {shown}")
-    if out is None or str(out) == "":
-        raise ExportError("an ensemble has no run folder of its own: give the file to write, out=<name>.onnx")
-    return load_ensemble_for_export(ckpts)
+def load_models(ckpts: Sequence[str | Path]) -> tuple[ExportModel, ExportSpec | EnsembleSpec]:
+    """One checkpoint, or an ensemble's members (they must share the contract)."""
+    return load_for_export(ckpts[0]) if len(ckpts) == 1 else load_ensemble_for_export(ckpts)
 
 
 def plan_export(
@@ -472,21 +432,16 @@ def plan_export(
     calibration: dict[str, Any],
     int8_check: dict[str, Any] | None = None,
 ) -> ExportPlan:
-    """Load the checkpoint(s), refuse unwritable targets, gather the images (the options are checked already)."""
+    """Refuse unwritable targets, load the checkpoint(s), gather the images (the options are checked already)."""
     ckpts = checkpoint_list(ckpt)
-    formats = resolve_formats(fmt)
-    if len(ckpts) > 1 and formats == ALL_FORMATS:
-        formats = ("onnx",)  # all the formats an ensemble has
-    model, spec = load_models(ckpts, formats, out)
-    targets = output_paths(formats, Path(spec.run_dir), out)
-    for path in targets.values():  # refuse before writing anything, so format=all is all or nothing at the start
-        ensure_writable(path, overwrite)
-    if "keras" in formats:
+    targets = export_targets(ckpts, fmt, out, overwrite)
+    model, spec = load_models(ckpts)
+    if "keras" in targets:
         from tumorcls.export.to_keras import import_keras
 
         import_keras()  # fail before any export when TensorFlow is missing
     calibrate, check, check_reference = None, None, None
-    if "onnx_int8" in formats:
+    if "onnx_int8" in targets:
         calibrate = calibration_images(spec, **calibration)
         check = int8_check_images(spec, **{**parity, **(int8_check or {})}, exclude=calibrate.files)
         check_reference = reference_probabilities(model, spec, check.pixels)

@@ -1,5 +1,5 @@
 """From a checkpoint to the spec its exported files carry (the contract itself, and its reading, live in
-tumorcls.model_file), and the output-path rule of the exporters."""
+tumorcls.model_file)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tumorcls.atomic_io import check_writable
 from tumorcls.errors import ExportError
 from tumorcls.model_file import EnsembleSpec, ExportSpec, contract_difference, mismatch_message
 from tumorcls.run_layout import RunLayout
@@ -16,10 +15,6 @@ from tumorcls.run_layout import RunLayout
 if TYPE_CHECKING:
     from tumorcls.models.checkpoint import CheckpointInfo
     from tumorcls.models.lit_module import TumorClassifier
-
-FORMATS = ("onnx", "keras", "onnx_int8")
-ALL_FORMATS = ("onnx", "keras")  # format=all: the exact (float) exports; int8 is asked for by name
-SUFFIXES = {"onnx": ".onnx", "keras": ".h5", "onnx_int8": ".onnx"}
 
 
 def _sha256_file(path: Path) -> str:
@@ -88,14 +83,3 @@ def load_ensemble_for_export(ckpts: Sequence[str | Path]) -> tuple[tuple[TumorCl
         if difference is not None:
             raise ExportError(mismatch_message(str(ckpts[0]), str(ckpt), difference))
     return tuple(model for model, _ in loaded), EnsembleSpec(tuple(spec for _, spec in loaded))
-
-
-def ensure_writable(path: str | Path, overwrite: bool) -> Path:
-    """Refuse to replace an existing file unless ``overwrite``; refuse directories always, and a place that
-    cannot be written (read-only, full, under a file) before any work."""
-    path = Path(path)
-    if path.is_dir():
-        raise ExportError(f"output '{path}' is a directory, expected a file path")
-    if path.exists() and not overwrite:
-        raise ExportError(f"'{path}' exists; pass overwrite=true to replace it")
-    return check_writable(path)

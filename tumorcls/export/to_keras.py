@@ -29,8 +29,8 @@ from torch import nn
 
 from tumorcls.atomic_io import atomic_write
 from tumorcls.errors import ExportError
-from tumorcls.export.spec import ensure_writable
 from tumorcls.export.static_graph import same_padding
+from tumorcls.export.targets import ensure_writable
 from tumorcls.inference.backends.keras_h5 import keras_module
 from tumorcls.inference.backends.keras_h5 import load_keras_model as load_keras_model  # noqa: F401 - bench loads here
 from tumorcls.model_file import H5_ATTR_PREFIX, ExportSpec, h5_attributes

@@ -18,8 +18,8 @@ from torch import nn
 
 from tumorcls.atomic_io import atomic_write
 from tumorcls.errors import ExportError
-from tumorcls.export.spec import ensure_writable
 from tumorcls.export.static_graph import static_network
+from tumorcls.export.targets import ensure_writable
 from tumorcls.model_file import EnsembleSpec, ExportSpec
 from tumorcls.models.lit_module import TumorClassifier
 
