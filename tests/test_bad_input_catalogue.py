@@ -318,6 +318,15 @@ def test_export_refuses_to_overwrite_without_overwrite(ckpt, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("members", [1, 2], ids=["one", "ensemble"])
+def test_export_of_a_missing_checkpoint_is_refused_before_torch_loads(ckpt, tmp_path, members):
+    given = [ckpt, tmp_path / "nope.ckpt"][-members:]
+    proc, modules = export_refusal(f"ckpt=[{','.join(map(str, given))}]", "format=onnx", f"out={tmp_path / 'e.onnx'}")
+    assert assert_script_refused(proc).endswith(f"checkpoint not found: '{tmp_path / 'nope.ckpt'}'")
+    assert "torch" not in modules and not (tmp_path / "e.onnx").exists()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["model.ckpt", "model.onnx"])
 def test_export_never_writes_over_its_checkpoint(ckpt, tmp_path, name):
     copy = tmp_path / name  # a checkpoint named like an export is still the checkpoint

@@ -1,5 +1,9 @@
 """Exceptions whose message is meant to be shown to the user as one line."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class TumorclsError(Exception):
     """Base class: a user-facing problem (bad path, bad data, bad file), not a bug."""
@@ -15,6 +19,15 @@ class WeightsError(TumorclsError):
 
 class CheckpointError(TumorclsError):
     """A checkpoint is missing, unreadable or not one of ours."""
+
+
+def existing_checkpoint(path: str | Path) -> Path:
+    """``path`` (``~`` expanded) if it is a file, else CheckpointError: the one wording of a missing checkpoint,
+    for the commands that check it before loading torch and for the loaders."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: '{path}'")
+    return path
 
 
 class TrainingDivergedError(TumorclsError, FloatingPointError):

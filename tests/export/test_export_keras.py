@@ -115,6 +115,7 @@ def test_failed_parity_writes_nothing(run_dir: Path, tmp_path: Path, monkeypatch
 
 
 def _effnet(backbone: str) -> TumorClassifier:
+    torch.manual_seed(7)  # the same random weights whatever ran before in this process
     return perturb(TumorClassifier(backbone=backbone, input_size=150), seed=7, head_scale=30.0)
 
 

@@ -1,7 +1,8 @@
 """Where an export writes each format, and whether it may: the output-path rules. They need no checkpoint, torch
 or ONNX, so ``export.py`` refuses a target it may not write (an existing file without ``overwrite=true``, a name
 with the wrong suffix, the checkpoint itself, a read-only folder) in about a second, before the export stack
-loads; ``tumorcls.export.run`` applies the same rules to every export, the Python API's included."""
+loads (and a checkpoint that is not there, as quickly); ``tumorcls.export.run`` applies the same rules to every
+export, the Python API's included."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tumorcls.atomic_io import check_writable
-from tumorcls.errors import ExportError
+from tumorcls.errors import ExportError, existing_checkpoint
 from tumorcls.run_layout import RunLayout
 
 FORMATS = ("onnx", "keras", "onnx_int8")
@@ -21,10 +22,13 @@ CheckpointArg = str | Path | Sequence[str | Path] | None  # one checkpoint, or a
 
 
 def checkpoint_paths(ckpt: CheckpointArg) -> list[str | Path]:
-    """The checkpoint(s) given, as given: one path, or the members of an ensemble (``ckpt=[a.ckpt,b.ckpt]``)."""
+    """The checkpoint(s) given, as given: one path, or the members of an ensemble (``ckpt=[a.ckpt,b.ckpt]``); each
+    must be a file (CheckpointError otherwise: what it holds is checked when it is loaded)."""
     items = [ckpt] if isinstance(ckpt, str | Path) else list(ckpt or [])
     if not items or not all(items):
         raise ExportError("no checkpoint given: python export.py ckpt=<run>/checkpoints/best.ckpt [format=onnx]")
+    for item in items:
+        existing_checkpoint(item)
     return items
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from tumorcls.errors import CheckpointError, WeightsError
+from tumorcls.errors import CheckpointError, WeightsError, existing_checkpoint
 from tumorcls.labels import CLASS_NAMES
 from tumorcls.models.lit_module import TumorClassifier
 
@@ -39,9 +39,7 @@ def _load_failure(exc: Exception) -> str:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict, unpickled with ``weights_only=True`` (no arbitrary objects)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: '{path}'")
+    path = existing_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not a loadable checkpoint"

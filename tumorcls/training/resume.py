@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from tumorcls.errors import CheckpointError
+from tumorcls.errors import CheckpointError, existing_checkpoint
 from tumorcls.models.checkpoint import read_checkpoint
 from tumorcls.run_layout import RunLayout
 
@@ -26,10 +26,7 @@ def resolve_ckpt_path(ckpt_path: str | None, layout: RunLayout) -> Path | None:
             return layout.last_checkpoint
         log.info("ckpt_path=last but %s does not exist: starting a fresh run", layout.last_checkpoint)
         return None
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: '{path}'")
-    return path
+    return existing_checkpoint(ckpt_path)
 
 
 def checked_resume_path(ckpt_path: str | None, layout: RunLayout, model_cfg: DictConfig) -> str | None:
