@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from tests.helpers.paths import CONF, REPO
 from tests.helpers.refusals import assert_script_refused
+from tests.helpers.train_runs import compose_export, compose_train
 from tumorcls.config.check import fields_of, plain_values
 from tumorcls.config.command_line import bad_override, shipped_configs
 from tumorcls.config.data import DataConfig
@@ -28,16 +28,6 @@ from tumorcls.config.train import PathsConfig, TrainConfig, TrainerConfig
 from tumorcls.training.config_checks import check_config
 
 ENV_DEFAULTS = ("TUMORCLS_DATA", "TUMORCLS_WEIGHTS", "TUMORCLS_CACHE")  # the YAML's ${oc.env:...} fall back without
-
-
-def compose_train(overrides: list[str], conf: Path = CONF, hydra: bool = False) -> DictConfig:
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=hydra)
-
-
-def compose_export(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="export", overrides=overrides)
 
 
 def refusal(overrides: list[str]) -> str:

@@ -8,10 +8,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from tests.helpers.paths import REPO
-from tests.helpers.train_runs import compose_train
+from tests.helpers.paths import CONF, REPO
+from tests.helpers.train_runs import compose_export, compose_train
 from tumorcls.cli.main import build_parser
 from tumorcls.config.check import plain_values
 from tumorcls.config.command_line import bad_override
@@ -58,13 +57,13 @@ def test_the_readme_shows_commands_and_refusals() -> None:
 
 @pytest.mark.parametrize("overrides", commands(), ids=" ".join)
 def test_a_readme_command_composes_and_passes_every_check(overrides: list[str]) -> None:
-    assert bad_override(overrides, "train", REPO / "conf") is None
+    assert bad_override(overrides, "train", CONF) is None
     check_config(compose_train(overrides))
 
 
 @pytest.mark.parametrize(("override", "line"), SHOWN_REFUSAL.findall(README))
 def test_a_refusal_the_readme_shows_is_the_line_train_py_gives(override: str, line: str) -> None:
-    problem = bad_override([override], "train", REPO / "conf")
+    problem = bad_override([override], "train", CONF)
     if problem is None:  # a key of the schema with a bad value: the composed config's check refuses it
         with pytest.raises(ConfigError) as refused:
             check_config(compose_train([override]))
@@ -75,9 +74,8 @@ def test_a_refusal_the_readme_shows_is_the_line_train_py_gives(override: str, li
 @pytest.mark.parametrize("overrides", commands(EXPORT_COMMAND), ids=" ".join)
 def test_a_readme_export_command_passes_export_s_checks(overrides: list[str]) -> None:
     overrides = [o if not o.endswith("=...") else o.replace("...", "x.ckpt") for o in overrides]
-    assert bad_override(overrides, "export", REPO / "conf") is None
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        check_export_config(plain_values(compose(config_name="export", overrides=overrides)))
+    assert bad_override(overrides, "export", CONF) is None
+    check_export_config(plain_values(compose_export(overrides)))
 
 
 @pytest.mark.parametrize("argv", cli_commands(), ids=" ".join)

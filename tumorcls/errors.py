@@ -1,4 +1,5 @@
-"""Exceptions whose message is meant to be shown to the user as one line."""
+"""Exceptions whose message is meant to be shown to the user as one line, and the check behind the commonest of
+them (a checkpoint that is not there), so that every command words it alike."""
 
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
-from tests.helpers.paths import REPO
+from tests.helpers.paths import CONF, REPO
 
 
 def small_run_args(root: Path) -> list[str]:
@@ -32,6 +33,13 @@ def train(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-def compose_train(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=False)
+def compose_train(overrides: list[str], hydra: bool = False, conf: Path = CONF) -> DictConfig:
+    """``conf``/train.yaml composed as train.py composes it (with Hydra's own node when ``hydra``)."""
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides, return_hydra_config=hydra)
+
+
+def compose_export(overrides: list[str]) -> DictConfig:
+    """conf/export.yaml composed as export.py composes it."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="export", overrides=overrides)

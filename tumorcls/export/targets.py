@@ -32,6 +32,11 @@ def checkpoint_paths(ckpt: CheckpointArg) -> list[str | Path]:
     return items
 
 
+def _given(out: str | Path | None) -> bool:
+    """Whether an ``out=`` was given (Hydra's ``out=`` with no value arrives as an empty string)."""
+    return out is not None and str(out) != ""
+
+
 def resolve_formats(fmt: str) -> tuple[str, ...]:
     """The formats ``fmt`` stands for (checked by the schema: one of FORMATS or all)."""
     fmt = str(fmt).strip().lower()
@@ -41,7 +46,7 @@ def resolve_formats(fmt: str) -> tuple[str, ...]:
 def output_paths(formats: Sequence[str], run_dir: Path, out: str | Path | None) -> dict[str, Path]:
     """Where each format goes: ``out`` is the file for one format, the folder for several;
     by default ``<run>/export/model.onnx`` and ``<run>/export/model.h5``."""
-    if out is None or str(out) == "":
+    if not _given(out):
         return {f: RunLayout(run_dir).export_dir / DEFAULT_NAMES[f] for f in formats}
     out = Path(out).expanduser()
     if len(formats) > 1:
@@ -75,12 +80,12 @@ def export_targets(ckpts: Sequence[str | Path], fmt: str, out: str | Path | None
             raise ExportError(
                 f"an ensemble of {len(ckpts)} checkpoints exports to ONNX only: format=onnx, not {formats[0]}"
             )
-        if out is None or str(out) == "":
+        if not _given(out):
             raise ExportError("an ensemble has no run folder of its own: give the file to write, out=<name>.onnx")
     sources = [Path(c).expanduser().resolve() for c in ckpts]
     targets = output_paths(formats, RunLayout.of_checkpoint(sources[0]).root, out)
     for path in targets.values():  # before anything is written, so format=all is all or nothing at the start
-        if path.expanduser().resolve() in sources:
+        if path.resolve() in sources:
             raise ExportError(f"out='{path}' is the checkpoint being exported; give another file")
         ensure_writable(path, overwrite)
     return targets
